@@ -1,0 +1,45 @@
+"""Adapter for ``GPT2LMHeadModel``: learned positions added to the token embeddings, pre-LN
+blocks, final LayerNorm, next-token logits at the last non-padding position."""
+from __future__ import annotations
+
+import torch
+
+from .hf import HFAdapter
+
+
+class GPT2Adapter(HFAdapter):
+    name = "gpt2"
+    task = "causal"
+    causal = True
+    positions = "additive"
+
+    @property
+    def blocks(self):
+        return list(self.model.transformer.h)
+
+    @property
+    def word_embeddings(self):
+        return self.model.transformer.wte
+
+    @property
+    def n_outputs(self):
+        return self.model.config.vocab_size
+
+    def embed_parts(self, input_ids, ctx):
+        t = self.model.transformer
+        return {"tokens": t.wte(input_ids), "positions": t.wpe(ctx.position_ids)}
+
+    def combine(self, parts):
+        return self.model.transformer.drop(parts["tokens"] + parts["positions"])
+
+    def block(self, index, h, ctx, keep=None, rope=None):
+        return self.blocks[index](h, attention_mask=self.mask(ctx, keep))
+
+    def readout(self, h, ctx, removed=None):
+        return self.model.lm_head(self.model.transformer.ln_f(self.gather_last(h, ctx)))
+
+    def norm_modules(self):
+        return [m for m in self.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+
+    def activation_modules(self):
+        return [b.mlp.act for b in self.blocks]

@@ -1,0 +1,43 @@
+"""Adapter for ``LlamaForCausalLM`` (LLaMA, SmolLM2): rotary positions, grouped-query attention,
+RMSNorm, gated SiLU MLP, next-token logits at the last non-padding position."""
+from __future__ import annotations
+
+from .hf import HFAdapter
+
+
+class LlamaAdapter(HFAdapter):
+    name = "llama"
+    task = "causal"
+    causal = True
+    positions = "rotary"
+
+    @property
+    def blocks(self):
+        return list(self.model.model.layers)
+
+    @property
+    def word_embeddings(self):
+        return self.model.model.embed_tokens
+
+    @property
+    def n_outputs(self):
+        return self.model.config.vocab_size
+
+    def embed_parts(self, input_ids, ctx):
+        return {"tokens": self.model.model.embed_tokens(input_ids), "positions": None}
+
+    def rope_tables(self, h, ctx):
+        return self.model.model.rotary_emb(h, ctx.position_ids)
+
+    def block(self, index, h, ctx, keep=None, rope=None):
+        return self.blocks[index](h, attention_mask=self.mask(ctx, keep), position_ids=ctx.position_ids,
+                                  position_embeddings=rope if rope is not None else ctx.rope)
+
+    def readout(self, h, ctx, removed=None):
+        return self.model.lm_head(self.model.model.norm(self.gather_last(h, ctx)))
+
+    def norm_modules(self):
+        return [m for m in self.model.modules() if type(m).__name__.endswith("RMSNorm")]
+
+    def gate_modules(self):
+        return [(b.mlp.act_fn, b.mlp.down_proj) for b in self.blocks]

@@ -1,0 +1,95 @@
+"""The few autograd-level primitives every LRP rule in this package is made of.
+
+LRP is computed as a *modified gradient* (see ``PAPERS.md``, "Notation"): for every tensor ``t``
+the relevance is ``R_t = t * g_t`` where ``g`` comes from an ordinary backward pass in which a
+handful of operations have their local gradient replaced.  Linear maps, sums, residuals,
+reshapes, RoPE rotations and additive masks keep the plain gradient (epsilon rule with eps = 0, the
+bias absorbing its share).  Only these primitives are needed:
+
+=====================  ============================================  ===========================
+primitive              backward                                      LRP rule
+=====================  ============================================  ===========================
+``scale_grad(x, c)``   ``g -> c * g`` (value unchanged)              uniform rule (c = 1/2) on a
+                                                                     product of two inputs,
+                                                                     AttnLRP Eq. 7
+``stop_grad(x)``       ``g -> 0``                                    treat as constant (CP-LRP
+                                                                     AH- and LN-rules, Ali 2022)
+``identity_rule(f,x)`` ``g -> g * f(x) / (x + eps)``                 identity rule on element-
+                                                                     wise nonlinearities,
+                                                                     AttnLRP Eq. 9
+``swap_grad(v, s)``    value of ``v``, gradient of ``s``             used to give a module the
+                                                                     gradient of a surrogate
+                                                                     with the same value
+=====================  ============================================  ===========================
+
+The softmax needs no primitive: AttnLRP's Taylor rule ``R_in = x * (R_out - s * sum R_out)`` *is*
+``x`` times the plain softmax gradient.
+"""
+from __future__ import annotations
+
+import torch
+
+#: epsilon of the identity rule's division, as in the reference implementation lxt (f(x) / (x + eps)).
+IDENTITY_EPS = 1e-10
+
+
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, factor):
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
+def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the incoming gradient by ``factor``.
+
+    With ``factor = 0.5`` at the output of a product ``z = a * b`` (or ``a @ b``) of two
+    input-dependent factors this is the uniform rule (Achtibat et al. 2024, Eq. 7): each factor
+    receives half of ``R_z``.  Any shape.
+    """
+    if factor == 1:
+        return x
+    return _ScaleGrad.apply(x, factor)
+
+
+def stop_grad(x: torch.Tensor) -> torch.Tensor:
+    """Treat ``x`` as a constant (no relevance flows into it). Any shape."""
+    return x.detach()
+
+
+class _IdentityRule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, out):
+        ctx.save_for_backward(out / (x + IDENTITY_EPS))
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ratio,) = ctx.saved_tensors
+        return grad * ratio, None
+
+
+def identity_rule(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` whose backward passes relevance through unchanged: ``R_in = R_out``.
+
+    Implemented as the gradient ``f(x) / (x + eps)`` (Achtibat et al. 2024, Eq. 9), so that
+    ``x * g_x = f(x) * g_out``.  ``fn`` is element-wise; any shape.
+    """
+    return identity_on(x, fn(x))
+
+
+def identity_on(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Identity rule for an already computed ``out = f(x)``: the value of ``out``, the gradient
+    ``g_out * out / (x + eps)`` into ``x`` (and none through ``out``'s own graph)."""
+    return _IdentityRule.apply(x, out.detach())
+
+
+def swap_grad(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """The exact value of ``value`` with the gradient of ``surrogate`` (same shape, same value up to
+    rounding).  Used to change the backward of a Hugging Face module from a forward hook without
+    touching its output bits: ``value.detach() + (surrogate - surrogate.detach())``."""
+    return value.detach() + (surrogate - surrogate.detach())
