@@ -201,3 +201,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary encoding ``x * cos + rot(x) * sin``; ``x [B, H, S, D]``, ``cos, sin [B, S, D]``."""
     return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise product of two input-dependent factors; uniform rule (each factor half of the
+    relevance, AttnLRP Eq. 7) when the method uses it for ``q @ k^T`` (``qk = 0.5``)."""
+    return scale_grad(a * b, current().method.qk)

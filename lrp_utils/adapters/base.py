@@ -78,7 +78,7 @@ class Adapter:
     def readout_positions(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """Index ``[B]`` of the position whose state is read out (LOO gives it NaN)."""
         if self.task == "causal":
-            return attention_mask.long().sum(1) - 1
+            return last_positions(attention_mask)
         return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
 
     # -- the forward pass in pieces -----------------------------------------------------------
@@ -172,6 +172,12 @@ def _gate_hooks(rule: str, act: nn.Module, consumer: nn.Module) -> list:
     if rule == "const":
         return [act.register_forward_pre_hook(lambda m, a: (a[0].detach(), *a[1:]))]
     return []
+
+
+def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` index of the last non-padding position (right or left padding)."""
+    S = attention_mask.shape[1]
+    return S - 1 - attention_mask.long().flip(1).argmax(1)
 
 
 def additive_mask(keep: torch.Tensor, dtype) -> torch.Tensor:

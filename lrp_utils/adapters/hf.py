@@ -14,7 +14,7 @@ import torch
 from transformers import AttentionInterface
 
 from .. import ops
-from .base import ATTN_KEY, Adapter, additive_mask, dense_keep
+from .base import ATTN_KEY, Adapter, additive_mask, dense_keep, last_positions
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -65,5 +65,4 @@ class HFAdapter(Adapter):
 
     def gather_last(self, h, ctx) -> torch.Tensor:
         """``[B, S, D] -> [B, D]`` at the last non-padding position."""
-        last = ctx.attention_mask.long().sum(1) - 1
-        return h[torch.arange(h.shape[0], device=h.device), last]
+        return h[torch.arange(h.shape[0], device=h.device), last_positions(ctx.attention_mask)]

