@@ -117,11 +117,12 @@ def _detokenize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _imdb_sentences() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _imdb_sentences() -> tuple[str, ...]:
     sentences = []
     for text, _ in imdb("train", seed=0):
         sentences.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text))
-    return sentences
+    return tuple(sentences)
 
 
 def natural_sentences(n: int, seed: int = 0, source: str = "rt", min_words: int = 8, max_words: int = 40) -> list[str]:

@@ -83,16 +83,17 @@ def _loo_at(adapter, states, ctx, layer, target, base, removal, batch_size, prog
 def run_suffix(adapter, h, ctx, layer: int, removed: torch.Tensor, removal: str = "mask"):
     """Logits ``[n, n_out]`` after removing the positions marked in ``removed [n, S]`` from the
     hidden states ``h [n, S, D]`` of ``layer`` on (blocks ``layer+1 .. L``, then the read-out)."""
-    keep = None
+    keep, readout_removed = None, None
     if removal == "zero":
         h = h.masked_fill(removed[..., None], 0.0)
     else:
+        readout_removed = removed
         S = removed.shape[1]
         eye = torch.eye(S, dtype=torch.bool, device=removed.device)
         keep = (~removed[:, None, None, :]) | eye  # nobody reads i, except i itself
     for j in range(layer, adapter.n_layers):
         h = adapter.block(j, h, ctx, keep=keep)
-    return adapter.readout(h, ctx, removed=removed)
+    return adapter.readout(h, ctx, removed=readout_removed)
 
 
 def logits_without(model, input_ids, removed, attention_mask=None, removal="mask", layer=0):

@@ -119,12 +119,15 @@ def linear_attention(q, k, v, key_keep=None, causal=False, keep=None, order="(qk
     """
     if order not in ("(qk)v", "q(kv)"):
         raise ValueError(f"unknown association order {order!r}; valid: '(qk)v', 'q(kv)'")
-    m = current().method
+    s = current()
+    m = s.method
+    if s.rotary_positions:  # PA-LRP: uniform rule on the rotation products q*cos, rot(q)*sin
+        q, k = scale_grad(q, 0.5), scale_grad(k, 0.5)
     qf, kf = feature_map(q, fmap), repeat_kv(feature_map(k, fmap), n_rep)
     v = repeat_kv(v, n_rep)
     if key_keep is not None:
-        w = key_keep[:, None, :, None].to(v.dtype)
-        kf, v = kf * w, v * w
+        w = key_keep[:, None, :, None]
+        kf, v = kf.masked_fill(~w, 0.0), v.masked_fill(~w, 0.0)
     if order == "q(kv)" and keep is None:
         return _linear_q_kv(qf, kf, v, m, normalize, causal)
     scores = torch.matmul(_scale(qf, m.qk), _scale(kf, m.qk).transpose(-1, -2))
@@ -133,7 +136,7 @@ def linear_attention(q, k, v, key_keep=None, causal=False, keep=None, order="(qk
     if keep is not None:
         scores = scores * keep.to(scores.dtype)
     if normalize:
-        scores = scores / _norm_const(scores.sum(-1, keepdim=True), m)
+        scores = scores / _norm_const(_nonzero(scores.sum(-1, keepdim=True)), m)
     return torch.matmul(_scale(scores, m.attn), _scale(v, m.value))
 
 
@@ -152,7 +155,13 @@ def _linear_q_kv(qf, kf, v, m: Method, normalize: bool, causal: bool):
         kv = kv if cp else _scale(kv, m.value)
         out = torch.matmul(qs, kv)
         den = torch.matmul(qf, kf.sum(-2, keepdim=True).transpose(-1, -2))  # [B, H, S, 1]
-    return out / _norm_const(den, m) if normalize else out
+    return out / _norm_const(_nonzero(den), m) if normalize else out
+
+
+def _nonzero(den: torch.Tensor) -> torch.Tensor:
+    """A query that may read no key (left padding) has a zero normaliser and a zero numerator:
+    divide by 1 there instead of producing 0/0."""
+    return den.masked_fill(den == 0, 1.0)
 
 
 def _norm_const(den: torch.Tensor, m: Method) -> torch.Tensor:

