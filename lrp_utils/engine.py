@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.utils.checkpoint
 
 from . import ops
 from .adapters import get_adapter
@@ -19,7 +20,8 @@ from .explanation import Explanation
 from .methods import OTHER_METHODS, get_method
 
 
-def explain(model, input_ids, method: str = "attnlrp", target=None, attention_mask=None, **kwargs):
+def explain(model, input_ids, method: str = "attnlrp", target=None, attention_mask=None,
+            checkpoint: bool = False, **kwargs):
     """Explain the model's output for ``input_ids`` with ``method``.
 
     Args:
@@ -32,6 +34,8 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
         target: class index (classifiers) or next-token id (causal LMs), an int or LongTensor
             ``[B]``; ``None`` explains the model's own argmax.
         attention_mask: ``[B, S]``, 1 = token, 0 = padding (right or left padding).
+        checkpoint: recompute each block in the backward pass instead of storing its
+            activations (``torch.utils.checkpoint``): less memory for long inputs, same relevance.
         **kwargs: for ``"ig"``: ``n_steps`` (default 32), ``ig_layers`` (also explain every
             residual stream; default False).
 
@@ -50,10 +54,10 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
         raise TypeError(f"unexpected keyword arguments for method {m.name!r}: {sorted(kwargs)}")
     with frozen(adapter.model), adapter.rules(m), torch.enable_grad():
         with ops.session(m, rotary_positions=m.positions and adapter.positions == "rotary"):
-            return _explain(adapter, m, input_ids, attention_mask, target)
+            return _explain(adapter, m, input_ids, attention_mask, target, checkpoint)
 
 
-def _explain(adapter, m, input_ids, attention_mask, target) -> Explanation:
+def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False) -> Explanation:
     ctx = adapter.prepare(input_ids, attention_mask)
     parts = {k: v.detach().requires_grad_() for k, v in adapter.embed_parts(input_ids, ctx).items()
              if v is not None}
@@ -62,7 +66,11 @@ def _explain(adapter, m, input_ids, attention_mask, target) -> Explanation:
     ropes = [_leaf_rope(ctx.rope, m) for _ in range(adapter.n_layers)] if ctx.rope else []
     states = [h]
     for i in range(adapter.n_layers):
-        h = adapter.block(i, h, ctx, rope=ropes[i] if ropes else None)
+        rope = ropes[i] if ropes else None
+        if checkpoint:
+            h = torch.utils.checkpoint.checkpoint(_block_fn(adapter, i, ctx), h, rope, use_reentrant=False)
+        else:
+            h = adapter.block(i, h, ctx, rope=rope)
         states.append(h)
     logits = adapter.readout(h, ctx)
     target = check_target(adapter, logits, target)
@@ -86,6 +94,10 @@ def _explain(adapter, m, input_ids, attention_mask, target) -> Explanation:
     )
 
 
+def _block_fn(adapter, index, ctx):
+    return lambda h, rope: adapter.block(index, h, ctx, rope=rope)
+
+
 def _leaf_rope(rope, m):
     """Per-layer copies of the (cos, sin) tables: inputs with their own relevance under PA-LRP."""
     if not m.positions:
@@ -95,9 +107,10 @@ def _leaf_rope(rope, m):
 
 def _relevance(x: torch.Tensor, g: torch.Tensor | None, attention_mask) -> torch.Tensor:
     """``(x * g).sum(-1)`` -> ``[B, S]`` on CPU, padding set to 0 (zeros where no gradient)."""
+    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     if g is None:
-        return torch.zeros(attention_mask.shape, dtype=x.dtype)
-    r = (x.detach() * g).sum(-1) * attention_mask.to(x.dtype)
+        return torch.zeros(attention_mask.shape, dtype=work)
+    r = (x.detach().to(work) * g.to(work)).sum(-1) * attention_mask.to(work)
     return r.detach().cpu()
 
 

@@ -61,16 +61,22 @@ def stop_grad(x: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
 class _IdentityRule(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, out):
-        ctx.save_for_backward(out / (x + IDENTITY_EPS))
+        # half precision: form the ratio in float32 (1e-10 underflows in fp16 and 0/0 gives NaN,
+        # the known fp16 failure of the reference implementation)
+        work = torch.float32 if x.dtype in _HALF else x.dtype
+        ctx.save_for_backward(out.to(work) / (x.to(work) + IDENTITY_EPS))
         return out.view_as(out)
 
     @staticmethod
     def backward(ctx, grad):
         (ratio,) = ctx.saved_tensors
-        return grad * ratio, None
+        return (grad.to(ratio.dtype) * ratio).to(grad.dtype), None
 
 
 def identity_rule(fn, x: torch.Tensor) -> torch.Tensor:

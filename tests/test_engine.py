@@ -243,3 +243,22 @@ def test_bf16_gives_finite_relevance():
     model = hf_model("llama").to(torch.bfloat16)
     exp = explain(model, torch.randint(0, 60, (2, 8)), "attnlrp")
     assert torch.isfinite(exp.tokens.float()).all()
+
+
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_gradient_checkpointing_gives_identical_relevance(kind, padded_ids):
+    model, (ids, mask) = hf_model(kind), padded_ids
+    for method in ("attnlrp", "pa-lrp"):
+        a = explain(model, ids, method, attention_mask=mask)
+        b = explain(model, ids, method, attention_mask=mask, checkpoint=True)
+        assert torch.equal(a.tokens, b.tokens) and all(torch.equal(x, y) for x, y in zip(a.layers, b.layers))
+
+
+def test_identity_rule_is_finite_in_half_precision():
+    from lrp_utils.rules import identity_rule
+
+    for dtype in (torch.float16, torch.bfloat16):
+        x = torch.tensor([0.0, 1e-4, -2.0, 3.0], dtype=dtype, requires_grad=True)
+        y = identity_rule(torch.nn.functional.gelu, x)
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert torch.isfinite(g).all() and g.dtype == dtype
