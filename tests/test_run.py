@@ -1,0 +1,56 @@
+"""lrp_utils.run: the same table from one process and from two data-parallel processes (accelerate)."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from lrp_utils import run
+
+CFG = {"model": "tiny", "tiny": {"vocab_size": 40, "d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32},
+       "dtype": "float64", "data": "random", "n_examples": 6, "max_length": 8,
+       "methods": ["gi", "attnlrp"], "device": "cpu", "kwargs": {"progress": False}}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_single_process_table(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(CFG))
+    run.main(["layer_sums", "--config", str(cfg), "--out", str(tmp_path / "single.csv")])
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd = [*accelerate, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           "-m", "lrp_utils.run", "layer_sums", "--config", str(cfg), "--out", str(tmp_path / "multi.csv")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 2 process(es)" in proc.stdout
+    single, multi = pd.read_csv(tmp_path / "single.csv"), pd.read_csv(tmp_path / "multi.csv")
+    assert single.shape == multi.shape == (2 * 6 * 4, 6)
+    pd.testing.assert_frame_equal(single, multi, rtol=1e-12, atol=1e-12)
+
+
+def test_shards_are_reindexed_to_global_examples():
+    cfg = dict(CFG)
+    whole = run.run_shard("layer_sums", cfg, 0, 6)
+    part = run.run_shard("layer_sums", cfg, 3, 6)
+    assert sorted(part["example"].unique()) == [3, 4, 5]
+    merged = whole[whole["example"] >= 3].sort_values(["method", "layer", "example"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(merged, part.sort_values(["method", "layer", "example"]).reset_index(drop=True),
+                                  rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_experiment_and_data_are_clear_errors():
+    with pytest.raises(ValueError, match="valid: layer_sums"):
+        run.run_shard("nope", CFG, 0, 1)
+    with pytest.raises(ValueError, match="unknown data"):
+        run.load_inputs({**CFG, "data": "wiki"}, None, None)
