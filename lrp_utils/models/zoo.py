@@ -93,7 +93,7 @@ def recipe_info(name: str, recipe: str = "full") -> dict:
 
 
 def load(name: str, recipe: str = "full", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-         progress: bool = True, attn_implementation: str | None = None):
+         progress: bool = True, attn_implementation: str | None = None, device_map=None):
     """Load a real model and its tokenizer, offline, building and caching it on first use.
 
     Args:
@@ -103,6 +103,8 @@ def load(name: str, recipe: str = "full", device: str | torch.device = "cpu", dt
         device, dtype: where and in which float type the returned model lives (training always runs in float32).
         progress: show a tqdm bar while training / converting.
         attn_implementation: ``"eager"`` or ``"sdpa"`` (default: transformers' choice, ``sdpa``).
+        device_map: e.g. ``"auto"``: let accelerate spread the model over the available devices
+            (for models that do not fit one); ``device`` is then ignored.
 
     Returns:
         ``(model, tokenizer)``; the model is in ``eval()`` mode. ``"minilm-rt"``: a
@@ -116,18 +118,20 @@ def load(name: str, recipe: str = "full", device: str | torch.device = "cpu", dt
                 builder = _build_minilm if name == "minilm-rt" else _build_smollm2
                 _atomic_build(path, lambda tmp: builder(tmp, _recipe(name, recipe), progress))
     with _quiet_transformers(progress):
-        model, tokenizer = _load_cached(name, path, dtype, attn_implementation)
+        model, tokenizer = _load_cached(name, path, dtype, attn_implementation, device_map)
     info = recipe_info(name, recipe)
     if "accuracy" in info:
         model.config.lrp_utils_accuracy = info["accuracy"]
-    return model.to(device).eval(), tokenizer
+    return (model if device_map is not None else model.to(device)).eval(), tokenizer
 
 
-def _load_cached(name: str, path: Path, dtype: torch.dtype, attn_implementation: str | None):
+def _load_cached(name: str, path: Path, dtype: torch.dtype, attn_implementation: str | None, device_map=None):
     from transformers import AutoTokenizer, BertForSequenceClassification, LlamaForCausalLM
 
     cls = BertForSequenceClassification if name == "minilm-rt" else LlamaForCausalLM
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     model = cls.from_pretrained(path, dtype=dtype, local_files_only=True, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model, tokenizer
