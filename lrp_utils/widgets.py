@@ -54,8 +54,9 @@ def layer_options(model) -> list[tuple[str, object]]:
 
 def target_name(model, tokenizer, target: int) -> str:
     """Readable name of the explained output: a class label or the predicted next token."""
-    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-    if getattr(model.config, "is_decoder", False) or "CausalLM" in type(model).__name__:
+    config = getattr(model, "config", None)
+    id2label = getattr(config, "id2label", None) or {}
+    if getattr(config, "is_decoder", False) or "CausalLM" in type(model).__name__:
         return f"next token {viz.clean_token(tokenizer.convert_ids_to_tokens([target])[0])!r}"
     return f"class {id2label.get(target, target)!r}"
 

@@ -20,14 +20,6 @@ from lrp_utils.positional import combined_heatmap, contrast, rope_reference
 
 ROPE_SOFTMAX = [dict(), dict(task="causal", n_kv_heads=2, mlp="swiglu", norm="rmsnorm")]
 ROPE_LINEAR = [dict(attention="linear"), dict(attention="linear", task="causal", order="q(kv)", n_kv_heads=2)]
-LINEAR_ROPE_BUG = (
-    "engine bug (ops.linear_attention): it ignores Session.rotary_positions, so under PA-LRP the "
-    "gradient into the rotated q and k is not halved in linear attention (softmax_attention does "
-    "halve it). The tokens then keep all of the logit and the cos/sin get a second copy of half the "
-    "q/k relevance: sum(tokens) = logit and tokens + positions overshoot by sum(positions). Fix: in "
-    "linear_attention, scale the q and k gradients by 0.5 when current().rotary_positions (as "
-    "softmax_attention does); rope_reference, which applies the rule at the rotation, closes exactly."
-)
 
 
 def _close(a, b, rel, scale=None):
@@ -84,26 +76,17 @@ def test_rope_reference_linear_attention_conserves(kw, padded_ids):
     assert float(sum(p.abs().sum() for p in ref["positions_by_layer"])) > 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason=LINEAR_ROPE_BUG)
 @pytest.mark.parametrize("kw", ROPE_LINEAR)
 def test_pa_lrp_rope_linear_attention_conserves(kw, padded_ids):
     model, (ids, mask) = tiny(bias=False, position="rotary", **kw), padded_ids
     exp = explain(model, ids, "pa-lrp", attention_mask=mask)
     _close(exp.tokens.sum(-1) + exp.positions.sum(-1), exp.logit, IDENTITY_RULE_REL)
+    ref = rope_reference(model, ids, mask)
+    _close(exp.tokens, ref["tokens"], SAME_FUNCTION_F64, float(ref["tokens"].abs().max()))
+    assert float((exp.tokens.sum(-1) - exp.logit).abs().max()) > 1e-3  # tokens alone miss the positions' half
 
 
-def test_linear_rope_bug_diagnosis(padded_ids):
-    """Pins the diagnosis in LINEAR_ROPE_BUG (delete together with the xfail markers once fixed)."""
-    model, (ids, mask) = tiny(bias=False, position="rotary", attention="linear"), padded_ids
-    exp = explain(model, ids, "pa-lrp", attention_mask=mask)
-    if float((exp.total - exp.logit).abs().max()) <= IDENTITY_RULE_REL * float(exp.logit.abs().max()):
-        pytest.skip("fixed: PA-LRP with RoPE conserves in linear attention")
-    _close(exp.tokens.sum(-1), exp.logit, IDENTITY_RULE_REL)  # tokens alone keep everything ...
-    _close(exp.total - exp.logit, exp.positions.sum(-1), SAME_FUNCTION_F64, 1.0)  # ... positions on top
-
-
-@pytest.mark.parametrize("kw", ROPE_SOFTMAX + [
-    pytest.param(kw, marks=pytest.mark.xfail(strict=True, reason=LINEAR_ROPE_BUG)) for kw in ROPE_LINEAR])
+@pytest.mark.parametrize("kw", ROPE_SOFTMAX + ROPE_LINEAR)
 def test_rope_position_relevance_is_half_of_rotated_qk(kw, padded_ids):
     model, (ids, mask) = tiny(position="rotary", **kw), padded_ids
     exp = explain(model, ids, "pa-lrp", attention_mask=mask)

@@ -6,11 +6,13 @@
   enters from above (``r_out``), the relevance that leaves below (``r_in``) and their difference
   ``absorbed = r_out - r_in``, split into
 
-  - ``softmax``: lost in the softmax's Taylor rule, ``sum R(probs) - sum R(scores)`` (AttnLRP: each
-    row of ``R(scores) = x * (R(p) - p * sum R(p))`` sums to ``sum R(p) * (1 - sum_j p_j x_j / ...)``,
-    so the bias terms keep the rest), measured exactly inside the attention function;
+  - ``softmax``: lost in the softmax, ``sum R(probs) - sum R(scores)``. Under AttnLRP's Taylor rule
+    ``R(x)_j = x_j (R(p)_j - p_j sum_k R(p)_k)`` per query row, so the row loses
+    ``sum_j R(p)_j (1 - x_j) + (sum_j p_j x_j) sum_k R(p)_k``: the share of the Taylor expansion's
+    bias term (either sign). Measured exactly inside the attention function;
   - ``products``: lost (+) or created (-) at the bilinear products ``q @ k^T`` and ``A @ V`` by the
-    method's gradient scales (0 for AttnLRP's uniform rule and for CP-LRP, negative for GI);
+    method's gradient scales (0 for AttnLRP's uniform rule and for CP-LRP; not 0 for GI, whose
+    plain gradient counts each product's relevance twice);
   - ``bias``: absorbed by the biases of linear layers, ``sum_i b_i * g_i`` over every output of
     every ``nn.Linear`` (the epsilon-rule with eps = 0 gives the bias exactly this share);
   - ``other``: the rest: LayerNorm's beta, the position / token-type share at the embeddings,
@@ -73,6 +75,20 @@ def conservation_tables(sums: pd.DataFrame) -> pd.DataFrame:
         logit = g.drop_duplicates("example").set_index("example")["logit"].loc[wide.columns]
         out.append(metrics.conservation_table(wide.to_numpy(), logit.to_numpy()).assign(method=m))
     return pd.concat(out, ignore_index=True)[["method", *out[0].columns.drop("method")]]
+
+
+def layer_ratio_summary(sums: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (method, layer) of :func:`layer_sums`: ``ratio = mean(sum) / mean(logit)`` (the share of
+    the logit the layer's relevance adds up to; a ratio of means, robust to examples with a logit
+    near 0), its percentile-bootstrap 95% interval over examples (``low``, ``high``) and the median
+    of the per-example ratios."""
+    rows = []
+    for (m, layer), g in sums.groupby(["method", "layer"], sort=False):
+        s, z = g["sum"].to_numpy(), g["logit"].to_numpy()
+        idx = np.random.default_rng(seed).integers(0, len(s), (n_boot, len(s)))
+        low, high = np.quantile(s[idx].mean(1) / z[idx].mean(1), [0.025, 0.975])
+        rows.append((m, layer, s.mean() / z.mean(), low, high, float(np.median(s / z))))
+    return pd.DataFrame(rows, columns=["method", "layer", "ratio", "low", "high", "median_ratio"])
 
 
 class _Recorder:
@@ -172,7 +188,8 @@ def absorption_audit(model, input_ids, attention_mask, method: str = "attnlrp", 
 
 
 def audit_summary(audit: pd.DataFrame) -> pd.DataFrame:
-    """Per stage: the mean of each term divided by the logit (shares of the explained logit)."""
+    """Per stage: each term summed over examples divided by the summed logit (a ratio of means: the
+    share of the explained logit, robust to examples with a logit near 0)."""
     cols = ["r_out", "r_in", "absorbed", "softmax", "products", "bias", "other"]
-    shares = audit[cols].div(audit["logit"], axis=0).assign(stage=audit["stage"], stage_index=audit["stage_index"])
-    return shares.groupby(["stage_index", "stage"], sort=False)[cols].mean().reset_index()
+    g = audit.groupby(["stage_index", "stage"], sort=False)
+    return g[cols].sum().div(g["logit"].sum(), axis=0).reset_index()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import resource
-import statistics
 import time
 
 import pandas as pd
@@ -28,15 +27,18 @@ from ..loo import logits_without
 from ..paths import ROOT
 
 
-def _seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs (after one untimed warm-up run)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _seconds(fn, repeats: int, warm_up: bool = True) -> tuple[float, float]:
+    """``(wall, cpu)``: the fastest of ``repeats`` runs of ``fn()`` (after an untimed warm-up run) in
+    wall seconds and in CPU seconds of this process (all threads; robust to other jobs on the machine)."""
+    if warm_up:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return min(wall), min(cpu)
 
 
 def saved_bytes(model, fn) -> int:
@@ -64,12 +66,14 @@ def scaling_table(model, lengths=(16, 32, 64, 128, 256, 512), method: str = "att
                   repeats: int = 3, seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """Time and memory of one explanation vs one forward vs LOO, per sequence length.
 
-    One row per length ``S`` (random ids, batch 1): ``t_forward`` (one forward through the same
-    adapter path LOO uses), ``t_explain`` (``explain(model, ids, method)``), ``t_loo_per_removal``
-    (a batch of ``n_loo`` removals, divided by ``n_loo``), ``t_loo = (S - 1) * t_loo_per_removal``
-    (extrapolated), ``explain_in_forwards = t_explain / t_forward``, ``loo_over_explain``,
-    ``saved_mb`` (memory kept for the backward, see module doc) and ``peak_rss_mb``. Times are
-    medians over ``repeats`` runs (1 run for ``S >= 256``) after a warm-up.
+    One row per length ``S`` (random ids, batch 1), wall seconds ``t_*`` and CPU seconds ``cpu_*``:
+    ``forward`` (one forward through the same adapter path LOO uses), ``explain``
+    (``explain(model, ids, method)``), ``t_loo_per_removal`` (a batch of ``n_loo`` removals divided by
+    ``n_loo``) and ``loo = (S - 1) * per removal`` (extrapolated); the ratios
+    ``explain_in_forwards`` and ``loo_over_explain`` (from CPU seconds); ``saved_mb`` (memory kept for
+    the backward, see module doc) and ``peak_rss_mb``. Times are the fastest of ``repeats`` runs
+    after a warm-up run (``S >= 128``: one run; ``S >= 256``: no warm-up, the shorter lengths have
+    warmed every code path; the explanation is warmed up by the memory measurement).
     """
     adapter = get_adapter(model)
     vocab = adapter.word_embeddings.num_embeddings
@@ -82,14 +86,15 @@ def scaling_table(model, lengths=(16, 32, 64, 128, 256, 512), method: str = "att
         loo_ids = ids.expand(k, S)
         removed = torch.zeros(k, S, dtype=torch.bool, device=ids.device)
         removed[torch.arange(k), torch.arange(k) + (1 if adapter.task == "classify" else 0)] = True
-        r = 1 if S >= 256 else repeats
-        t_fwd = _seconds(lambda: logits_without(model, ids, none), r)
-        t_exp = _seconds(lambda: explain(model, ids, method), r)
-        t_row = _seconds(lambda: logits_without(model, loo_ids, removed), r) / k
-        mem = saved_bytes(model, lambda: explain(model, ids, method))
+        r, warm = (1, S < 256) if S >= 128 else (repeats, True)
+        mem = saved_bytes(model, lambda: explain(model, ids, method))  # also the explanation's warm-up
+        t_fwd, c_fwd = _seconds(lambda: logits_without(model, ids, none), r, warm)
+        t_exp, c_exp = _seconds(lambda: explain(model, ids, method), r, warm_up=False)
+        t_row, c_row = (t / k for t in _seconds(lambda: logits_without(model, loo_ids, removed), r, warm))
         rows.append({"seq_len": S, "t_forward": t_fwd, "t_explain": t_exp, "t_loo_per_removal": t_row,
-                     "t_loo": (S - 1) * t_row, "explain_in_forwards": t_exp / t_fwd,
-                     "loo_over_explain": (S - 1) * t_row / t_exp, "saved_mb": mem / 2**20,
+                     "t_loo": (S - 1) * t_row, "cpu_forward": c_fwd, "cpu_explain": c_exp,
+                     "cpu_loo": (S - 1) * c_row, "explain_in_forwards": c_exp / c_fwd,
+                     "loo_over_explain": (S - 1) * c_row / c_exp, "saved_mb": mem / 2**20,
                      "peak_rss_mb": _peak_rss_mb()})
     return pd.DataFrame(rows)
 

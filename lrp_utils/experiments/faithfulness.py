@@ -64,8 +64,8 @@ def length_batches(attention_mask, batch_size: int):
         yield chunk, int(lengths[chunk].max())
 
 
-def explain_all(model, input_ids, attention_mask, methods, target=None, batch_size: int = 32,
-                ig_steps: int = 16, ig_batch_size: int = 4, seed: int = 0, progress: bool = True):
+def explain_all(model, input_ids, attention_mask, methods, target=None, batch_size: int = 64,
+                ig_steps: int = 16, ig_batch_size: int = 8, seed: int = 0, progress: bool = True):
     """Token relevance of every method on right-padded inputs, in length-sorted batches.
 
     Returns ``(relevance, seconds, logit, target)``: ``{method: [n, S] float64}`` (0 at padding),
@@ -95,7 +95,7 @@ def explain_all(model, input_ids, attention_mask, methods, target=None, batch_si
 class RemovalScorer:
     """The model's target logit / probability with sets of positions removed (see module doc).
 
-    ``logit(removed)`` and ``prob(removed)`` take ``removed [n, S]`` bool (the read-out position
+    ``logit(removed)``, ``prob(removed)`` and ``logprob(removed)`` take ``removed [n, S]`` bool (the read-out position
     may not be removed) and return ``[n]`` float64; they are the ``score_fn`` of
     :func:`lrp_utils.metrics.perturbation_curve`. Inside ``with scorer.record():`` calls only
     collect the removal sets (returning zeros); leaving the block evaluates them all at once in
@@ -103,7 +103,7 @@ class RemovalScorer:
     """
 
     def __init__(self, model, input_ids, attention_mask, target, removal: str = "mask", unk_id=None,
-                 max_tokens: int = 4096, progress: bool = True):
+                 max_tokens: int = 16384, progress: bool = True):
         if removal not in REMOVALS:
             raise ValueError(f"unknown removal {removal!r}; valid: {', '.join(REMOVALS)}")
         if removal == "unk" and unk_id is None:
@@ -122,6 +122,9 @@ class RemovalScorer:
 
     def prob(self, removed) -> torch.Tensor:
         return self._lookup(removed, 1)
+
+    def logprob(self, removed) -> torch.Tensor:
+        return self._lookup(removed, 2)
 
     @contextlib.contextmanager
     def record(self):
@@ -155,7 +158,7 @@ class RemovalScorer:
         ids, mask, pos = self._inputs(ex, torch.from_numpy(np.stack([self.pending[k] for k in keys])))
         lengths = mask.sum(1)
         order = torch.argsort(lengths, stable=True).tolist()
-        out = torch.zeros(len(keys), 2, dtype=torch.float64)
+        out = torch.zeros(len(keys), 3, dtype=torch.float64)
         bar = tqdm(total=len(keys), desc=f"perturbed forwards ({self.removal})", disable=not self.progress)
         while order:
             take = max(1, min(len(order), self.max_tokens // max(1, int(lengths[order[-1]]))))
@@ -164,10 +167,11 @@ class RemovalScorer:
             logits = self._logits(ids[idx, :L], mask[idx, :L], pos[idx, :L]).double().cpu()
             t = self.target[ex[idx]][:, None]
             out[idx, 0] = logits.gather(1, t)[:, 0]
-            out[idx, 1] = torch.softmax(logits, -1).gather(1, t)[:, 0]
+            out[idx, 2] = torch.log_softmax(logits, -1).gather(1, t)[:, 0]
+            out[idx, 1] = out[idx, 2].exp()
             bar.update(len(idx))
         bar.close()
-        self.cache.update({k: (float(a), float(b)) for k, (a, b) in zip(keys, out.tolist())})
+        self.cache.update({k: tuple(v) for k, v in zip(keys, out.tolist())})
         self.n_forward += len(keys)
         self.pending = {}
 
@@ -216,32 +220,36 @@ class Faithfulness:
         return s.pivot(index="method", columns="metric", values="cell").loc[s["method"].unique()]
 
 
-def _curves(scorer, R, valid, protocol, fr) -> dict:
+def _curves(scorer, R, valid, protocol, fr, score="logit") -> dict:
     if protocol == "ali":
         return {"AUAC": metrics.auac(scorer.prob, R, valid, fr),
                 "AU-MSE": metrics.au_mse(scorer.logit, R, valid, fractions=fr)}
-    ml = metrics.morf_lerf(scorer.logit, R, valid, fr)
+    ml = metrics.morf_lerf(getattr(scorer, score), R, valid, fr)
     return {"MoRF": ml.morf, "LeRF": ml.lerf}
 
 
 def faithfulness(scorer: RemovalScorer, relevance: dict, valid, protocol: str = "ali",
-                 fractions=metrics.DEFAULT_FRACTIONS, n_boot: int = 1000, seed: int = 0) -> Faithfulness:
+                 fractions=metrics.DEFAULT_FRACTIONS, n_boot: int = 1000, seed: int = 0,
+                 score: str = "logit") -> Faithfulness:
     """Perturbation curves and areas of every method's relevance ``{method: [n, S]}``.
 
     ``protocol="ali"``: AUAC (keep the top-k by signed relevance, true-class probability) and
     AU-MSE (remove the least ``|relevance|`` first, squared change of the logit), as Ali et al.
     ``protocol="morf_lerf"``: remove most / least relevant (signed) first, score = target logit;
-    ``LeRF-MoRF`` is the area between the curves. ``valid [n, S]``: removable positions.
+    ``LeRF-MoRF`` is the area between the curves; ``score="logprob"`` scores the target's log-probability
+    instead. ``valid [n, S]``: removable positions.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if score not in ("logit", "logprob", "prob"):
+        raise ValueError(f"unknown score {score!r}; valid: 'logit', 'logprob', 'prob'")
     fr = metrics.to_numpy(fractions).ravel()
     with scorer.record():  # pass 1: collect every removal set of every method and fraction
         for R in relevance.values():
-            _curves(scorer, R, valid, protocol, fr)
+            _curves(scorer, R, valid, protocol, fr, score)
     areas, curves = [], []
     for name, R in relevance.items():  # pass 2: from the cache
-        res = _curves(scorer, R, valid, protocol, fr)
+        res = _curves(scorer, R, valid, protocol, fr, score)
         per = {k: c.areas for k, c in res.items()}
         if protocol == "morf_lerf":
             per["LeRF-MoRF"] = per["LeRF"] - per["MoRF"]
@@ -261,15 +269,15 @@ def faithfulness(scorer: RemovalScorer, relevance: dict, valid, protocol: str = 
 
 def run_faithfulness(model, input_ids, attention_mask, methods, target=None, protocol: str = "ali",
                      removal: str = "mask", exclude_ids=(), unk_id=None, fractions=metrics.DEFAULT_FRACTIONS,
-                     batch_size: int = 32, ig_steps: int = 16, max_tokens: int = 4096, n_boot: int = 1000,
-                     seed: int = 0, progress: bool = True):
+                     batch_size: int = 64, ig_steps: int = 16, ig_batch_size: int = 8, max_tokens: int = 16384,
+                     n_boot: int = 1000, seed: int = 0, progress: bool = True):
     """:func:`explain_all` + :func:`faithfulness` in one call; returns ``(Faithfulness, relevance)``.
 
     ``target``: the explained and scored class / token per example (``None``: the model's argmax).
     ``Faithfulness.seconds`` holds the explanation time of each method and ``"perturbation"``.
     """
     rel, secs, _, tgt = explain_all(model, input_ids, attention_mask, methods, target, batch_size,
-                                    ig_steps, seed=seed, progress=progress)
+                                    ig_steps, ig_batch_size, seed=seed, progress=progress)
     valid = valid_positions(model, input_ids, attention_mask, exclude_ids)
     scorer = RemovalScorer(model, input_ids, attention_mask, tgt, removal, unk_id, max_tokens, progress)
     t0 = time.perf_counter()

@@ -1,0 +1,77 @@
+"""lrp_utils.experiments.conservation: per-layer sums and the absorption audit."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import hf_model, tiny
+from tolerances import EXACT_REL, HF_LLAMA_F32_NORM_REL, SAME_FUNCTION_F64
+from transformers import AttentionInterface
+
+from lrp_utils import explain
+from lrp_utils.adapters import hf
+from lrp_utils.adapters.base import ATTN_KEY
+from lrp_utils.experiments import conservation as C
+
+
+def _ids(vocab=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (3, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[2, 5:] = 0
+    return ids, mask
+
+
+def test_layer_sums_cp_conserves_gi_does_not():
+    model = tiny(std=0.5, n_layers=1, bias=False, position="none")
+    ids, mask = _ids()
+    df = C.layer_sums(model, ids, mask, ["cp-lrp", "gi"], progress=False)
+    cp, gi = df[df.method == "cp-lrp"], df[df.method == "gi"]
+    assert set(df.layer) == {-1, 0, 1} and len(cp) == 3 * 3
+    assert ((cp["ratio"] - 1).abs() < 1e-8).all()
+    assert ((gi["ratio"] - 1).abs() > 1e-3).any()
+    tab = C.conservation_tables(df)
+    assert list(tab.method.unique()) == ["cp-lrp", "gi"] and tab[tab.method == "cp-lrp"].max_abs_error.max() < 1e-8
+
+
+def test_audit_llama_closes_exactly():
+    """LLaMA has no biases: everything attnlrp loses inside a block is the softmax term."""
+    model, (ids, mask) = hf_model("llama"), _ids(60)
+    a = C.absorption_audit(model, ids, mask, "attnlrp", progress=False)
+    scale = a["logit"].abs().max()
+    assert (a["bias"] == 0).all() and (a["products"].abs() < EXACT_REL * scale).all()
+    assert (a["other"].abs() < HF_LLAMA_F32_NORM_REL * scale).all()
+    assert a["softmax"].abs().max() > 1e-3 * scale
+    cp = C.absorption_audit(model, ids, mask, "cp-lrp", progress=False)
+    assert (cp["softmax"] == 0).all() and (cp["absorbed"].abs() < HF_LLAMA_F32_NORM_REL * scale).all()
+
+
+def test_audit_bert_without_layernorm_bias():
+    """With LayerNorm beta = 0 the block terms close (softmax + linear biases), for attnlrp and gi."""
+    model, (ids, mask) = hf_model("bert"), _ids(60)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.bias.zero_()
+    for method in ("attnlrp", "cp-lrp"):
+        a = C.absorption_audit(model, ids, mask, method, progress=False)
+        blocks = a[a.stage.str.startswith("block") | (a.stage == "readout")]
+        assert (blocks["other"].abs() < 1e-8 * a["logit"].abs().max()).all(), method
+        assert (blocks["bias"].abs() > 0).any()
+
+
+def test_audit_leaves_explanations_and_registry_unchanged():
+    model, (ids, mask) = hf_model("gpt2"), _ids(60)
+    a = C.absorption_audit(model, ids, mask, "attnlrp", batch_size=8, progress=False)
+    assert AttentionInterface._global_mapping[ATTN_KEY] is hf._attention
+    for i in range(3):
+        n = int(mask[i].sum())
+        exp = explain(model, ids[i:i + 1, :n], "attnlrp")
+        got = a[a.example == i].set_index("stage_index")
+        torch.testing.assert_close(torch.tensor(got.loc[0, "r_in"]), exp.tokens.sum().double(),
+                                   rtol=SAME_FUNCTION_F64, atol=SAME_FUNCTION_F64)
+        torch.testing.assert_close(torch.tensor(got.loc[1, "r_in"]), exp.layers[0].sum().double(),
+                                   rtol=SAME_FUNCTION_F64, atol=SAME_FUNCTION_F64)
+    s = C.audit_summary(a)
+    assert list(s.stage) == ["readout", "block 2", "block 1", "embeddings"]
+    with pytest.raises(TypeError):
+        C.absorption_audit(tiny(), ids, mask)

@@ -1,0 +1,33 @@
+"""lrp_utils.experiments.cost: the scaling table, saved-tensor bytes and the lxt agreement table."""
+from __future__ import annotations
+
+import torch
+from conftest import hf_model
+from tolerances import LXT_MAX_REL_ERR, LXT_MIN_COSINE
+
+from lrp_utils import explain
+from lrp_utils.experiments import cost
+
+
+def test_scaling_table_columns_and_extrapolation():
+    model = hf_model("llama")
+    df = cost.scaling_table(model, lengths=(16, 8), n_loo=3, repeats=1, progress=False)
+    assert list(df.seq_len) == [8, 16]
+    assert (df[["t_forward", "t_explain", "t_loo_per_removal", "saved_mb"]] > 0).all().all()
+    assert ((df.t_loo - (df.seq_len - 1) * df.t_loo_per_removal).abs() < 1e-12).all()
+    assert df.saved_mb.iloc[1] > df.saved_mb.iloc[0]  # longer input, more saved activations
+
+
+def test_saved_bytes_counts_only_autograd_tensors():
+    model = hf_model("bert")
+    ids = torch.randint(3, 60, (1, 6))
+    with torch.no_grad():
+        assert cost.saved_bytes(model, lambda: model(ids)) == 0  # no graph: nothing saved
+    assert cost.saved_bytes(model, lambda: model(ids)) > 0  # parameters require grad
+    assert cost.saved_bytes(model, lambda: explain(model, ids, "attnlrp")) > 6 * 32 * 8
+
+
+def test_lxt_agreement_table():
+    df = cost.lxt_agreement()
+    assert set(df.model) == {"llama_gqa", "bert", "gpt2"} and "attnlrp" in set(df.method)
+    assert (df.cosine >= LXT_MIN_COSINE).all() and (df.max_rel_error <= LXT_MAX_REL_ERR).all()
