@@ -7,11 +7,17 @@ weights) and sequence lengths 32..512, prints the median time of
 * ``plain``: the Hugging Face model's own forward + ``autograd.grad`` of the target logit to the
   input embeddings (the cheapest way to get Gradient x Input),
 * ``explain(attnlrp)`` and ``explain(cp-lrp)`` (which also return every layer's relevance),
-and the ratios, plus the ratio of peak tensor memory (torch profiler).  Goal: attnlrp / plain <= 1.15.
+and the ratios, plus the peak memory of one call (increase of the resident-set high-water mark,
+each measured in a fresh process) for plain and attnlrp, and their ratio.  Timing is interleaved (plain, attnlrp, cp-lrp in turn, for several rounds) and the
+ratios are medians of per-round ratios.  Goal: attnlrp / plain <= 1.15.
+
+``plain`` for the causal LM computes only the explained position's logits (``logits_to_keep=1``),
+as ``explain`` does; the full ``[S, vocab]`` logits would make the baseline slower, not fairer.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -19,47 +25,63 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import minilm_sized, peak_memory, smollm2_sized, timeit  # noqa: E402
+from common import minilm_sized, paired_ratio, paired_times, peak_rss_mb, rss_increase_mb, smollm2_sized  # noqa: E402
 
 from lrp_utils import explain  # noqa: E402
 
 
 def plain(model, ids):
     emb = model.get_input_embeddings()(ids).detach().requires_grad_()
-    out = model(inputs_embeds=emb).logits
+    kw = {"logits_to_keep": 1} if "CausalLM" in type(model).__name__ else {}  # only the explained position
+    out = model(inputs_embeds=emb, **kw).logits
     logit = out[:, -1] if out.dim() == 3 else out
     torch.autograd.grad(logit.max(-1).values.sum(), emb)
+
+
+MODELS = {"MiniLM-sized BERT": minilm_sized, "SmolLM2-sized LLaMA": smollm2_sized}
+
+
+def _one_call(name: str, seq: int, kind: str):
+    """``--mem-child``: build the model, then one call of ``kind`` on ``seq`` random tokens."""
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    ids = torch.randint(0, 1000, (1, seq))
+    fn = (lambda: plain(model, ids)) if kind == "plain" else (lambda: explain(model, ids, kind))
+    print(rss_increase_mb(fn))
 
 
 def run(quick: bool) -> pd.DataFrame:
     torch.manual_seed(0)
     lengths = [32, 128] if quick else [32, 64, 128, 256, 512]
     rows = []
-    for name, build in [("MiniLM-sized BERT", minilm_sized), ("SmolLM2-sized LLaMA", smollm2_sized)]:
+    for name, build in MODELS.items():
         model = build()
         for S in lengths:
             ids = torch.randint(0, 1000, (1, S))
-            reps = 3 if S <= 128 else 2
-            t = {"plain": timeit(lambda: plain(model, ids), reps)}
-            for m in ("attnlrp", "cp-lrp"):
-                t[m] = timeit(lambda: explain(model, ids, m), reps)
-            mem_plain = peak_memory(lambda: plain(model, ids))
-            mem_lrp = peak_memory(lambda: explain(model, ids, "attnlrp"))
-            rows.append(dict(model=name, seq=S, plain_s=t["plain"], attnlrp_s=t["attnlrp"],
-                             cp_lrp_s=t["cp-lrp"], attnlrp_ratio=t["attnlrp"] / t["plain"],
-                             cp_lrp_ratio=t["cp-lrp"] / t["plain"], peak_mem_ratio=mem_lrp / mem_plain))
+            fns = {"plain": lambda: plain(model, ids)}
+            fns.update({m: (lambda m=m: explain(model, ids, m)) for m in ("attnlrp", "cp-lrp")})
+            t = paired_times(fns, budget_s=2.0 if quick else 6.0)
+            mem_plain, mem_lrp = (peak_rss_mb(__file__, name, S, kind) for kind in ("plain", "attnlrp"))
+            med = {k: statistics.median(v) for k, v in t.items()}
+            rows.append(dict(model=name, seq=S, rounds=len(t["plain"]), plain_s=med["plain"],
+                             attnlrp_s=med["attnlrp"], cp_lrp_s=med["cp-lrp"],
+                             attnlrp_ratio=paired_ratio(t, "attnlrp", "plain"),
+                             cp_lrp_ratio=paired_ratio(t, "cp-lrp", "plain"),
+                             plain_peak_mb=mem_plain, attnlrp_peak_mb=mem_lrp, peak_mem_ratio=mem_lrp / mem_plain))
             print(pd.DataFrame(rows[-1:]).round(3).to_string(index=False, header=len(rows) == 1), flush=True)
     return pd.DataFrame(rows)
 
 
 def main():
+    if sys.argv[1:2] == ["--mem-child"]:
+        return _one_call(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results_explain.csv")
     a = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     df = run(a.quick)
-    print("\n" + df.round(3).to_markdown(index=False) if hasattr(df, "to_markdown") else df.round(3))
+    print("\n" + df.round(3).to_string(index=False))
     df.round(4).to_csv(a.out, index=False)
 
 

@@ -13,7 +13,7 @@ from .methods import METHODS
 
 def explain_baseline(adapter, input_ids, attention_mask, name, target=None, **kwargs) -> Explanation:
     fn = {"ig": integrated_gradients, "rollout": attention_rollout, "random": random_relevance}[name]
-    with frozen(adapter.model), adapter.rules(METHODS["gi"]), ops.session():
+    with frozen(adapter), adapter.rules(METHODS["gi"]), ops.session():
         logits = _logits(adapter, input_ids, attention_mask)
         target = check_target(adapter, logits, target)
         tokens, layers = fn(adapter, input_ids, attention_mask, target, **kwargs)

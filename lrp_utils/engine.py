@@ -52,7 +52,7 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
     m = get_method(method)
     if kwargs:
         raise TypeError(f"unexpected keyword arguments for method {m.name!r}: {sorted(kwargs)}")
-    with frozen(adapter.model), adapter.rules(m), torch.enable_grad():
+    with frozen(adapter), adapter.rules(m), torch.enable_grad():
         with ops.session(m, rotary_positions=m.positions and adapter.positions == "rotary"):
             return _explain(adapter, m, input_ids, attention_mask, target, checkpoint)
 
@@ -115,15 +115,17 @@ def _relevance(x: torch.Tensor, g: torch.Tensor | None, attention_mask) -> torch
 
 
 @contextlib.contextmanager
-def frozen(model):
-    """Eval mode for the duration (dropout off); restores every module's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+def frozen(adapter):
+    """Eval mode for the duration (dropout off); restores every module's own flag afterwards.
+    Only modules in training mode are touched.  ``adapter``: an adapter or a model."""
+    training = [m for m in get_adapter(adapter).all_modules if m.training]
+    for m in training:
+        m.training = False
     try:
-        yield model
+        yield
     finally:
-        for m, flag in flags:
-            m.training = flag
+        for m in training:
+            m.training = True
 
 
 def check_inputs(adapter, input_ids, attention_mask):

@@ -40,7 +40,7 @@ def loo_by_layer(model, input_ids, layers=None, target=None, attention_mask=None
         raise ValueError(f"unknown removal {removal!r}; valid: {', '.join(REMOVALS)}")
     if any(not 0 <= int(l) <= L for l in layers):
         raise ValueError(f"layer must lie in [0, {L}] for this {L}-block model, got {layers}")
-    with frozen(adapter.model), adapter.rules(METHODS["gi"]), ops.session(), torch.no_grad():
+    with frozen(adapter), adapter.rules(METHODS["gi"]), ops.session(), torch.no_grad():
         states, ctx, logits = _prefix(adapter, input_ids, attention_mask)
         target = check_target(adapter, logits, target)
         base = logits.gather(1, target[:, None])[:, 0]
@@ -102,7 +102,7 @@ def logits_without(model, input_ids, removed, attention_mask=None, removal="mask
     adapter = get_adapter(model)
     input_ids, attention_mask = check_inputs(adapter, input_ids, attention_mask)
     removed = removed.to(input_ids.device).bool() & attention_mask.bool()
-    with frozen(adapter.model), adapter.rules(METHODS["gi"]), ops.session(), torch.no_grad():
+    with frozen(adapter), adapter.rules(METHODS["gi"]), ops.session(), torch.no_grad():
         ctx = adapter.prepare(input_ids, attention_mask)
         h = adapter.combine(adapter.embed_parts(input_ids, ctx))
         ctx.rope = adapter.rope_tables(h, ctx)

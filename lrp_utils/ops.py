@@ -66,11 +66,33 @@ def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1):
 
     Shapes: ``q [B, H, Sq, D]``, ``k, v [B, Hkv, Sk, D]`` with ``H = Hkv * n_rep``; ``mask``
     additive (float, broadcastable to ``[B, H, Sq, Sk]``) or boolean (True = may attend).
-    Returns ``(out [B, H, Sq, D], probs [B, H, Sq, Sk])``.  Rules: gradient scales ``qk`` on q and k
-    (uniform rule at ``q @ k^T``), ``attn`` on the probabilities (0 = AH-rule), ``value`` on V;
-    the softmax keeps its plain gradient (AttnLRP's Taylor rule).  PA-LRP with RoPE adds the uniform
-    rule of the rotation products (``q * cos``, ``rot(q) * sin``) by halving q and k.
+    Returns ``(out [B, H, Sq, D], probs [B, H, Sq, Sk] or None)``.  Rules: gradient scales ``qk``
+    on q and k (uniform rule at ``q @ k^T``), ``attn`` on the probabilities (0 = AH-rule),
+    ``value`` on V; the softmax keeps its plain gradient (AttnLRP's Taylor rule).  PA-LRP with RoPE
+    adds the uniform rule of the rotation products (``q * cos``, ``rot(q) * sin``) by halving q, k.
+
+    Every rule here is a constant factor on a path of an otherwise plain gradient, so the modified
+    gradient into q and k is the plain one times ``qk * attn`` (the softmax backward is linear in
+    its incoming gradient) and into V the plain one times ``value``.  The scales are therefore put
+    on q, k and v and the attention itself runs as PyTorch's fused
+    ``scaled_dot_product_attention``: the cost of a plain forward and backward.  The explicit
+    computation (:func:`explicit_softmax_attention`) runs only when the session records the
+    probabilities (attention rollout); a test checks that the two agree.
     """
+    s = current()
+    if s.probs is not None:
+        return explicit_softmax_attention(q, k, v, mask, scaling, n_rep)
+    m = s.method
+    f = m.qk * m.attn * (0.5 if s.rotary_positions else 1.0)
+    q, k, v = _scale(q, f), _scale(k, f), _scale(v, m.value)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive(mask, q.dtype), scale=scaling,
+                                         enable_gqa=n_rep > 1)
+    return out, None
+
+
+def explicit_softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1):
+    """:func:`softmax_attention` written out (scores, softmax, probabilities @ V), each rule at its
+    own product.  Returns ``(out, probs)``; records ``probs`` when the session asks for them."""
     s = current()
     m = s.method
     rot = 0.5 if s.rotary_positions else 1.0
@@ -87,13 +109,20 @@ def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1):
     return out, probs
 
 
-def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Add an additive mask or fill where a boolean mask is False (``finfo.min``, never NaN)."""
+def additive(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    """A boolean mask (True = may attend) as an additive one in ``dtype``: 0 where kept,
+    ``finfo.min`` elsewhere (finite, so a query that may read nothing averages uniformly instead of
+    giving NaN).  Float masks are cast to ``dtype``; ``None`` stays ``None``."""
     if mask is None:
-        return scores
+        return None
     if mask.dtype == torch.bool:
-        return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return scores + mask.to(scores.dtype)
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask.to(dtype)
+
+
+def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``scores`` plus the mask as an additive one (see :func:`additive`; never NaN)."""
+    return scores if mask is None else scores + additive(mask, scores.dtype)
 
 
 def feature_map(x: torch.Tensor, kind: str) -> torch.Tensor:

@@ -17,9 +17,9 @@ primitive              backward                                      LRP rule
 ``identity_rule(f,x)`` ``g -> g * f(x) / (x + eps)``                 identity rule on element-
                                                                      wise nonlinearities,
                                                                      AttnLRP Eq. 9
-``swap_grad(v, s)``    value of ``v``, gradient of ``s``             used to give a module the
-                                                                     gradient of a surrogate
-                                                                     with the same value
+``norm_rule_on(x, y)`` value of the norm output ``y``; gradient of   LN-rule (Ali 2022) on an
+                       the norm with its std / rms held constant     already computed LayerNorm
+                                                                     or RMSNorm, fused
 =====================  ============================================  ===========================
 
 The softmax needs no primitive: AttnLRP's Taylor rule ``R_in = x * (R_out - s * sum R_out)`` *is*
@@ -94,8 +94,38 @@ def identity_on(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return _IdentityRule.apply(x, out.detach())
 
 
-def swap_grad(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
-    """The exact value of ``value`` with the gradient of ``surrogate`` (same shape, same value up to
-    rounding).  Used to change the backward of a Hugging Face module from a forward hook without
-    touching its output bits: ``value.detach() + (surrogate - surrogate.detach())``."""
-    return value.detach() + (surrogate - surrogate.detach())
+class _NormRule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, out, weight, eps, center):
+        xw = x.detach()
+        xw = xw.float() if xw.dtype in _HALF else xw
+        if center:  # 1 / std of the centred x, from one fused kernel
+            scale = torch.native_layer_norm(xw, xw.shape[-1:], None, None, eps)[2]
+        else:  # 1 / rms
+            scale = xw.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()
+        ctx.center = center
+        ctx.save_for_backward(scale, None if weight is None else weight.detach().to(scale.dtype))
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        scale, weight = ctx.saved_tensors
+        g = grad.to(scale.dtype) * scale
+        if weight is not None:
+            g.mul_(weight)
+        if ctx.center:  # the mean stays live: the centring x - mean(x) is a linear map
+            g.sub_(g.mean(-1, keepdim=True))
+        return g.to(grad.dtype), None, None, None, None
+
+
+def norm_rule_on(x: torch.Tensor, out: torch.Tensor, weight: torch.Tensor | None = None,
+                 eps: float = 1e-5, center: bool = True) -> torch.Tensor:
+    """LN-rule for an already computed ``out = norm(x) * weight (+ bias)``: the value of ``out``
+    (bit for bit), and the gradient of the norm with its denominator held constant (Ali et al.
+    2022): ``g_x = C(g * weight / std)`` where ``C`` subtracts the feature mean for LayerNorm
+    (``center=True``; ``std`` of the centred ``x``) and is the identity for RMSNorm
+    (``center=False``; ``rms`` of ``x``).  The same gradient as differentiating
+    :func:`lrp_utils.ops.layer_norm` / ``rms_norm`` under the LN-rule, in one node instead of a
+    recomputed surrogate.  ``x, out [..., D]``, ``weight [D]``; no gradient reaches ``weight``,
+    the bias or ``out``'s own graph.  Half precision is worked in float32."""
+    return _NormRule.apply(x, out.detach(), weight, eps, center)

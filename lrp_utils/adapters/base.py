@@ -12,14 +12,14 @@ Shapes: ``input_ids, attention_mask, position_ids [B, S]``; hidden states ``[B, 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .. import ops
-from ..methods import METHODS, Method
-from ..rules import identity_on, scale_grad, swap_grad
+from ..methods import Method
+from ..rules import identity_on, norm_rule_on, scale_grad
 
 ATTN_KEY = "lrp_utils"  # name of our attention function in transformers' AttentionInterface
 
@@ -51,6 +51,11 @@ class Adapter:
         self.model = model
 
     # -- architecture facts -------------------------------------------------------------------
+    @functools.cached_property
+    def all_modules(self) -> list[nn.Module]:
+        """Every module of the model, scanned once per adapter (an adapter lives for one call)."""
+        return list(self.model.modules())
+
     @property
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -130,7 +135,8 @@ class Adapter:
         """``(activation of the gate, module that consumes act(gate) * up)`` pairs."""
         return []
 
-    def norm_surrogate(self, module, x):
+    def norm_params(self, module) -> tuple:
+        """``(weight | None, eps, center)`` of a norm module (``center``: LayerNorm, not RMSNorm)."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -151,9 +157,7 @@ class Adapter:
                 h.remove()
 
     def _norm_hook(self, module, inputs, output):
-        x = inputs[0]
-        with ops.session(METHODS["cp-lrp"]):  # surrogate with the std / rms held constant
-            return swap_grad(output, self.norm_surrogate(module, x))
+        return norm_rule_on(inputs[0], output, *self.norm_params(module))
 
     @contextlib.contextmanager
     def attention_function(self):

@@ -52,7 +52,7 @@ class BertAdapter(HFAdapter):
         return self.model.classifier(self.model.dropout(pooled))
 
     def norm_modules(self):
-        return [m for m in self.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+        return [m for m in self.all_modules if isinstance(m, torch.nn.LayerNorm)]
 
     def activation_modules(self):
         acts = [layer.intermediate.intermediate_act_fn for layer in self.blocks]

@@ -39,7 +39,7 @@ class GPT2Adapter(HFAdapter):
         return self.model.lm_head(self.model.transformer.ln_f(self.gather_last(h, ctx)))
 
     def norm_modules(self):
-        return [m for m in self.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+        return [m for m in self.all_modules if isinstance(m, torch.nn.LayerNorm)]
 
     def activation_modules(self):
         return [b.mlp.act for b in self.blocks]

@@ -39,7 +39,7 @@ class HFAdapter(Adapter):
 
     def _configs(self):
         seen = {}
-        for m in self.model.modules():
+        for m in self.all_modules:
             cfg = getattr(m, "config", None)
             if cfg is not None and hasattr(cfg, "_attn_implementation"):
                 seen[id(cfg)] = cfg
@@ -57,11 +57,10 @@ class HFAdapter(Adapter):
             for c, s in zip(configs, saved):
                 c._attn_implementation_internal = s
 
-    def norm_surrogate(self, module, x):
+    def norm_params(self, module):
         if isinstance(module, torch.nn.LayerNorm):
-            return ops.layer_norm(x, module.weight, module.bias, module.eps)
-        eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-        return ops.rms_norm(x, module.weight, eps)
+            return module.weight, module.eps, True
+        return module.weight, getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)), False
 
     def gather_last(self, h, ctx) -> torch.Tensor:
         """``[B, S, D] -> [B, D]`` at the last non-padding position."""

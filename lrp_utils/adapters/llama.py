@@ -37,7 +37,7 @@ class LlamaAdapter(HFAdapter):
         return self.model.lm_head(self.model.model.norm(self.gather_last(h, ctx)))
 
     def norm_modules(self):
-        return [m for m in self.model.modules() if type(m).__name__.endswith("RMSNorm")]
+        return [m for m in self.all_modules if type(m).__name__.endswith("RMSNorm")]
 
     def gate_modules(self):
         return [(b.mlp.act_fn, b.mlp.down_proj) for b in self.blocks]

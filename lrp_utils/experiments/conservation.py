@@ -112,17 +112,19 @@ class _Recorder:
             out, probs = original(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
             if out.requires_grad:
                 m, n_rep = ops.current().method, getattr(module, "num_key_value_groups", 1)
-                saved = [t.detach() for t in (query, key, value, probs)]
+                saved = [t.detach() for t in (query, key, value)]
                 out.register_hook(lambda g: self.add_attention(module, g, *saved, attention_mask, scaling, n_rep, m))
             return out, probs
         return wrapped
 
-    def add_attention(self, module, g, q, k, v, p, mask, scaling, n_rep, m):
-        """Softmax and product terms from the gradient ``g [B, S, H, D]`` at the attention output."""
-        g = g.transpose(1, 2).to(p.dtype)  # [B, H, S, D]
+    def add_attention(self, module, g, q, k, v, mask, scaling, n_rep, m):
+        """Softmax and product terms from the gradient ``g [B, S, H, D]`` at the attention output
+        (scores and probabilities recomputed from q, k: the fast attention does not keep them)."""
+        g = g.transpose(1, 2).to(q.dtype)  # [B, H, S, D]
         k, v = ops.repeat_kv(k, n_rep), ops.repeat_kv(v, n_rep)
         scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
         x = ops.apply_mask(torch.matmul(q, k.transpose(-1, -2)) * scaling, mask)
+        p = torch.softmax(x, dim=-1)
         out = torch.matmul(p, v)
         gp = m.attn * torch.matmul(g, v.transpose(-1, -2))  # gradient reaching the probabilities
         gx = p * (gp - (p * gp).sum(-1, keepdim=True))  # through the softmax (Taylor rule)
