@@ -46,6 +46,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_loo.py
+	$(BIN)/python benchmarks/bench_throughput.py
 
 clean:
 	rm -rf build .pytest_cache

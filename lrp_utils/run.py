@@ -10,6 +10,19 @@ Each process takes its contiguous shard of the examples, runs the same library f
 notebooks call, the per-example tables are gathered, re-indexed to global example numbers, sorted,
 and written once by the main process: the result is identical to the single-process table.
 
+Experiments (the per-dataset loops of the notebooks, each a library function returning a tidy
+DataFrame with a global ``example`` column):
+
+==========================  ========  ===============================================================
+name                        notebook  function
+==========================  ========  ===============================================================
+``layer_sums``              01, 02    :func:`lrp_utils.experiments.conservation.layer_sums`
+``faithfulness``            01, 02    :func:`lrp_utils.experiments.faithfulness.run_faithfulness` (areas)
+``loo_agreement``           04        :func:`lrp_utils.experiments.loo_agreement.loo_agreement`
+``positional_budget``       05        :func:`lrp_utils.experiments.positional.budget_table`
+``positional_faithfulness`` 05        :func:`lrp_utils.experiments.positional.faithfulness_table`
+==========================  ========  ===============================================================
+
 Config (JSON or YAML) keys, all optional but ``model``:
 
 * ``model``: a name for :func:`lrp_utils.models.load` (``"minilm-rt"``, ``"smollm2-135m"``) or
@@ -26,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +49,8 @@ EXPERIMENTS = {
     "layer_sums": ("lrp_utils.experiments.conservation", "layer_sums"),
     "loo_agreement": ("lrp_utils.experiments.loo_agreement", "loo_agreement"),
     "faithfulness": ("lrp_utils.experiments.faithfulness", "run_faithfulness"),
+    "positional_budget": ("lrp_utils.experiments.positional", "budget_table"),
+    "positional_faithfulness": ("lrp_utils.experiments.positional", "faithfulness_table"),
 }
 
 
@@ -97,10 +113,14 @@ def run_shard(name: str, cfg: dict, start: int, stop: int, device="cpu") -> pd.D
     torch.manual_seed(cfg.get("seed", 0))
     model, tok = load_model(cfg, device)
     ids, mask = load_inputs(cfg, model, tok)
+    t0 = time.perf_counter()
     out = fn(model, ids[start:stop], mask[start:stop], methods=cfg.get("methods", ["gi", "cp-lrp", "attnlrp"]),
              **cfg.get("kwargs", {}))
+    seconds = time.perf_counter() - t0
     df = out[0].areas if isinstance(out, tuple) else out  # faithfulness returns (result, relevance)
-    return df.assign(example=df["example"] + start) if "example" in df else df
+    df = df.assign(example=df["example"] + start) if "example" in df else df
+    df.attrs["loop_s"] = seconds  # wall time of the loop alone (no model loading)
+    return df
 
 
 def _sort(df: pd.DataFrame) -> pd.DataFrame:
@@ -124,13 +144,15 @@ def main(argv=None) -> int:
     start, stop = bounds[state.process_index], bounds[state.process_index + 1]
     device = state.device if cfg.get("device", "auto") == "auto" else cfg["device"]
     df = run_shard(a.experiment, cfg, start, stop, device)
-    frames = gather_object([df]) if state.num_processes > 1 else [df]
+    shards = [(df, df.attrs["loop_s"])]
+    shards = gather_object(shards) if state.num_processes > 1 else shards
     if state.is_main_process:
-        result = _sort(pd.concat(frames, ignore_index=True))
+        result = _sort(pd.concat([d for d, _ in shards], ignore_index=True))
         a.out.parent.mkdir(parents=True, exist_ok=True)
         result.to_csv(a.out, index=False)
+        loop_s = max(t for _, t in shards)  # the slowest shard decides the wall time
         print(f"{a.experiment}: {len(result)} rows from {n} examples on {state.num_processes} "
-              f"process(es) -> {a.out}")
+              f"process(es) -> {a.out}; loop {loop_s:.2f} s, {n / loop_s:.3f} examples/s")
     state.wait_for_everyone()
     return 0
 

@@ -54,3 +54,16 @@ def test_unknown_experiment_and_data_are_clear_errors():
         run.run_shard("nope", CFG, 0, 1)
     with pytest.raises(ValueError, match="unknown data"):
         run.load_inputs({**CFG, "data": "wiki"}, None, None)
+
+
+@pytest.mark.parametrize("name", ["positional_budget", "positional_faithfulness"])
+def test_notebook05_loops_run_sharded(name):
+    """Notebook 05's loops through lrp_utils.run: two shards together give the whole table."""
+    cfg = {**CFG, "tiny": {**CFG["tiny"], "position": "learned"}, "methods": ["attnlrp", "pa-lrp"]}
+    whole = run._sort(run.run_shard(name, cfg, 0, 6))
+    parts = run._sort(pd.concat([run.run_shard(name, cfg, 0, 3), run.run_shard(name, cfg, 3, 6)]))
+    assert set(whole["method"]) == {"attnlrp", "pa-lrp"} and sorted(whole["example"].unique()) == list(range(6))
+    pd.testing.assert_frame_equal(whole, parts, rtol=1e-12, atol=1e-12)
+    if name == "positional_budget":  # learned PE: the positions' share is what the tokens miss
+        pa = whole[whole.method == "pa-lrp"]
+        assert (pa["positions"].abs() > 0).all()

@@ -36,10 +36,10 @@ from transformers import AttentionInterface
 from .. import metrics, ops
 from ..adapters import get_adapter
 from ..adapters.base import ATTN_KEY
+from ..batching import length_batches
 from ..engine import explain
 from ..methods import get_method
 from ..models import TinyTransformer
-from .faithfulness import length_batches
 
 
 def layer_sums(model, input_ids, attention_mask, methods, target=None, batch_size: int = 16,
@@ -55,8 +55,8 @@ def layer_sums(model, input_ids, attention_mask, methods, target=None, batch_siz
     tgt = None if target is None else torch.as_tensor(target).long().reshape(-1).expand(n)
     frames = []
     for m in tqdm(list(methods), desc="layer sums", disable=not progress):
-        for idx, L in length_batches(attention_mask, batch_size):
-            exp = explain(model, input_ids[idx, :L].to(dev), m, attention_mask=attention_mask[idx, :L].to(dev),
+        for idx, cols in length_batches(attention_mask, batch_size):
+            exp = explain(model, input_ids[idx, cols].to(dev), m, attention_mask=attention_mask[idx, cols].to(dev),
                           target=None if tgt is None else tgt[idx])
             sums = torch.cat([exp.tokens.sum(-1)[None], exp.layer_sums()]).double()  # [L+2, b]
             layer = np.repeat(np.arange(-1, sums.shape[0] - 1), len(idx))
@@ -167,10 +167,10 @@ def absorption_audit(model, input_ids, attention_mask, method: str = "attnlrp", 
     n, L = len(input_ids), adapter.n_layers
     tgt = None if target is None else torch.as_tensor(target).long().reshape(-1).expand(n)
     frames = []
-    for idx, S in tqdm(list(length_batches(attention_mask, batch_size)), desc=f"audit {method}", disable=not progress):
+    for idx, cols in tqdm(list(length_batches(attention_mask, batch_size)), desc=f"audit {method}", disable=not progress):
         with _recording(model) as rec:
-            exp = explain(model, input_ids[idx, :S].to(adapter.device), method, target=None if tgt is None else tgt[idx],
-                          attention_mask=attention_mask[idx, :S].to(adapter.device))
+            exp = explain(model, input_ids[idx, cols].to(adapter.device), method, target=None if tgt is None else tgt[idx],
+                          attention_mask=attention_mask[idx, cols].to(adapter.device))
         sums = [s.double() for s in exp.layer_sums()]
         ups = [exp.logit.double(), *sums[::-1]]  # logit, layers[L], ..., layers[0]
         downs = [*sums[::-1], exp.tokens.sum(-1).double()]

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import metrics
 from ..adapters import get_adapter
+from ..batching import length_batches
 from ..engine import explain
 from ..loo import removable
 from ..models import TinyTransformer
@@ -57,13 +58,6 @@ def _check_right_padded(attention_mask):
         raise ValueError("expected right padding (attention_mask of the form 1..1 0..0); use encode()")
 
 
-def length_batches(attention_mask, batch_size: int):
-    """Yield ``(indices, length)``: examples sorted by length, ``batch_size`` at a time."""
-    lengths = attention_mask.long().sum(1).cpu()
-    for chunk in torch.argsort(lengths, stable=True).split(batch_size):
-        yield chunk, int(lengths[chunk].max())
-
-
 def explain_all(model, input_ids, attention_mask, methods, target=None, batch_size: int = 64,
                 ig_steps: int = 16, ig_batch_size: int = 8, seed: int = 0, progress: bool = True):
     """Token relevance of every method on right-padded inputs, in length-sorted batches.
@@ -82,11 +76,11 @@ def explain_all(model, input_ids, attention_mask, methods, target=None, batch_si
     for m in tqdm(list(methods), desc="explaining", disable=not progress):
         R, t0 = torch.zeros(n, S, dtype=torch.float64), time.perf_counter()
         bs = ig_batch_size if m == "ig" else batch_size
-        for b, (idx, L) in enumerate(length_batches(attention_mask, bs)):
+        for b, (idx, cols) in enumerate(length_batches(attention_mask, bs)):
             kw = {"n_steps": ig_steps} if m == "ig" else {"seed": seed + b} if m == "random" else {}
-            exp = explain(model, input_ids[idx, :L].to(dev), m, attention_mask=attention_mask[idx, :L].to(dev),
+            exp = explain(model, input_ids[idx, cols].to(dev), m, attention_mask=attention_mask[idx, cols].to(dev),
                           target=None if tgt is None else tgt[idx], **kw)
-            R[idx, :L] = exp.tokens.double()
+            R[idx, cols] = exp.tokens.double()
             logit[idx], out_target[idx] = exp.logit.double(), exp.target
         rel[m], secs[m] = R, time.perf_counter() - t0
     return rel, secs, logit, out_target

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from .. import metrics, ops
 from ..adapters import get_adapter
+from ..batching import length_batches
 from ..data import keyword_task, rotten_tomatoes
 from ..engine import explain
 from ..loo import logits_without, loo_by_layer, removable
@@ -130,10 +131,10 @@ def relevance_maps(model, input_ids, method: str, attention_mask=None, target=No
     B, S = ids.shape
     fill = float("nan") if method.startswith("loo") else 0.0
     out = {}
-    for idx, n in _chunks(mask, batch_size):  # each chunk cropped to its longest sequence
-        part = _maps(model, ids[idx, :n], method, mask[idx, :n], target[idx], **kwargs)
+    for idx, cols in length_batches(mask, batch_size):  # each batch cropped to its longest sequence
+        part = _maps(model, ids[idx, cols], method, mask[idx, cols], target[idx], **kwargs)
         for level, r in part.items():
-            out.setdefault(level, torch.full((B, S), fill, dtype=torch.float64))[idx.cpu(), :n] = r
+            out.setdefault(level, torch.full((B, S), fill, dtype=torch.float64))[idx, cols] = r
     return out
 
 
@@ -474,13 +475,13 @@ def faithfulness_study(setups, methods=("attnlrp", "gi", "ig", "cp-lrp", "loo"),
         cache = {}  # the same removal set (e.g. none, all) is scored once per model and chunk
         for m, o in _pairs(methods):
             curves = {"morf": [], "lerf": []}
-            for c, (idx, n) in enumerate(_chunks(s.mask, batch_size)):
-                ids, mask, target = s.ids[idx, :n], s.mask[idx, :n], s.target[idx]
+            for c, (idx, cols) in enumerate(length_batches(s.mask, batch_size)):
+                ids, mask, target = s.ids[idx, cols], s.mask[idx, cols], s.target[idx]
                 score = lambda rm, ids=ids, mask=mask, t=target, key=(o, c): _cached(  # noqa: E731
                     cache, (*key, rm.cpu().numpy().tobytes()),
                     lambda: logits_without(s.model(key[0]), ids, rm, mask).gather(1, t[:, None])[:, 0])
-                rel = torch.nan_to_num(s.maps[(m, o)]["tokens"][idx.cpu(), :n])
-                res = metrics.morf_lerf(score, rel, valid=valid[idx.cpu(), :n], fractions=fractions)
+                rel = torch.nan_to_num(s.maps[(m, o)]["tokens"][idx, cols])
+                res = metrics.morf_lerf(score, rel, valid=valid[idx, cols], fractions=fractions)
                 curves["morf"].append(res.morf.scores)
                 curves["lerf"].append(res.lerf.scores)
             res = metrics.MorfLerf(*(metrics.CurveResult(np.asarray(fractions), np.concatenate(c, 1))
@@ -496,14 +497,6 @@ def _cached(cache: dict, key, fn):
     if key not in cache:
         cache[key] = fn()
     return cache[key]
-
-
-def _chunks(mask, batch_size: int):
-    """``(indices, n)``: examples sorted by length, ``batch_size`` at a time, and the longest length
-    among them (right padding: columns ``n:`` are padding for the whole chunk)."""
-    for idx in torch.argsort(mask.sum(1).cpu(), stable=True).split(batch_size):
-        idx = idx.to(mask.device)
-        yield idx, int(mask[idx].sum(1).max())
 
 
 def keyword_hits(setups, methods=(*METHODS, "loo")) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import metrics
 from ..adapters import get_adapter
+from ..batching import length_batches
 from ..engine import explain
 from ..loo import loo_by_layer
 
@@ -51,14 +52,6 @@ class LooMaps:
     target: torch.Tensor
     logit: torch.Tensor
     timing: pd.DataFrame
-
-
-def length_batches(attention_mask, batch_size: int):
-    """Yield ``(indices, columns)``: examples sorted by length, ``batch_size`` at a time, and the
-    columns any of them uses (right or left padding is cropped away)."""
-    m = attention_mask.bool().cpu()
-    for idx in torch.argsort(m.sum(1), stable=True).split(batch_size):
-        yield idx, m[idx].any(0).nonzero()[:, 0]
 
 
 class _Clock:
@@ -100,20 +93,19 @@ def compute_maps(model, input_ids, attention_mask=None, methods=METHODS, removal
     clock = _Clock()
     batches = list(length_batches(mask, batch_size))
     for idx, cols in tqdm(batches, desc=desc, disable=not progress):
-        ids, m = input_ids[idx][:, cols].to(dev), mask[idx][:, cols].to(dev)
+        ids, m = input_ids[idx, cols].to(dev), mask[idx, cols].to(dev)
         t = None if target is None else torch.as_tensor(target).reshape(-1).expand(B)[idx].to(dev)
-        grid = torch.meshgrid(idx, cols, indexing="ij")
         for name in methods:
             e = clock(name, lambda: explain(model, ids, name, target=t, attention_mask=m))
             t = e.target.to(dev)
             for j, r in enumerate(e.layers):
-                rel[name][j][grid] = r.double()
+                rel[name][j][idx, cols] = r.double()
         tgt[idx], logit[idx] = t.cpu(), e.logit.double()
         for r in removal:
             scores = clock(r, lambda: loo_by_layer(model, ids, layers, target=t, attention_mask=m,
                                                    removal=r, batch_size=loo_batch_size))
             for j in range(len(layers)):
-                loo[r][j][grid] = scores[j].double()
+                loo[r][j][idx, cols] = scores[j].double()
     timing = pd.DataFrame({
         "kind": ["explain"] * len(methods) + ["loo"] * len(removal), "name": [*methods, *removal],
         "wall_s": [clock.wall[k] for k in (*methods, *removal)],

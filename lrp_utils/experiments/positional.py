@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .. import metrics
 from ..adapters import get_adapter
+from ..batching import length_batches
 from ..engine import explain
 from ..explanation import Explanation
 from ..models import TinyTransformer
@@ -139,20 +140,14 @@ def _readout_logits(model, ids, mask, pos=None) -> torch.Tensor:
     return model.get_output_embeddings()(h[rows, last])
 
 
-def _batches(mask: torch.Tensor, batch_size: int):
-    """``(indices, length)`` of examples sorted by length, ``batch_size`` at a time."""
-    lengths = mask.long().sum(1)
-    for idx in torch.argsort(lengths, stable=True).split(batch_size):
-        yield idx, int(lengths[idx].max())
-
-
 def set_targets(model, task: Task, options=None, tokenizer=None, batch_size: int = 32) -> Task:
     """The model's own prediction as ``task.target`` (argmax of the read-out logits).  With
     ``options`` (strings, e.g. :data:`OPTIONS`, single tokens of ``tokenizer``) the prediction is
     restricted to them: ``target`` = the higher option, ``contrast`` = the other (two options)."""
-    logits = torch.cat([_readout_logits(model, task.input_ids[i, :L], task.attention_mask[i, :L]).cpu()
-                        for i, L in _batches(task.attention_mask, batch_size)])
-    order = torch.cat([i for i, _ in _batches(task.attention_mask, batch_size)])
+    batches = list(length_batches(task.attention_mask, batch_size))
+    logits = torch.cat([_readout_logits(model, task.input_ids[i, c], task.attention_mask[i, c]).cpu()
+                        for i, c in batches])
+    order = torch.cat([i for i, _ in batches])
     logits = logits[torch.argsort(order)].double()
     if options is None:
         return replace(task, target=logits.argmax(-1), contrast=None)
@@ -203,14 +198,14 @@ def explain_task(model, task: Task, methods, batch_size: int = 16, progress: boo
     out, target = {}, task.target
     if target is None and task.contrast is not None:
         raise ValueError("a contrast needs explicit targets: call set_targets(model, task, options=...)")
-    batches = list(_batches(task.attention_mask, batch_size))
+    batches = list(length_batches(task.attention_mask, batch_size))
     for m in tqdm(list(methods), desc=f"explaining {task.name}", disable=not progress):
         parts = []
-        for idx, L in batches:
+        for idx, cols in batches:
             c = None if task.contrast is None else task.contrast[idx].to(dev)
             t = None if target is None else target[idx].to(dev)
-            parts.append((idx, _explain_one(model, task.input_ids[idx, :L].to(dev),
-                                            task.attention_mask[idx, :L].to(dev), m, t, c)))
+            parts.append((idx, _explain_one(model, task.input_ids[idx, cols].to(dev),
+                                            task.attention_mask[idx, cols].to(dev), m, t, c)))
         out[m] = _stack(parts, task.input_ids.shape)
         target = out[m].target if target is None else target
     return out
@@ -451,6 +446,37 @@ def faithfulness(model, task: Task, rankings: dict, fractions=metrics.DEFAULT_FR
     areas = pd.concat(areas, ignore_index=True)
     areas.attrs["n_forward"] = scorer.n_forward
     return areas, pd.concat(curves, ignore_index=True)
+
+
+def inputs_task(model, input_ids, attention_mask, name: str = "inputs") -> Task:
+    """A :class:`Task` from right-padded ``input_ids, attention_mask [n, S]`` as they come (a
+    dataset slice): ``valid`` = every position but padding and the read-out position."""
+    from ..loo import removable
+
+    mask = attention_mask.long().cpu()
+    return Task(name, input_ids.cpu(), mask, removable(get_adapter(model), mask))
+
+
+def budget_table(model, input_ids, attention_mask, methods=("attnlrp", "pa-lrp"), batch_size: int = 16,
+                 progress: bool = True) -> pd.DataFrame:
+    """Notebook 05's conservation budget over a dataset slice: :func:`conservation_frame` of
+    ``methods`` (the first explains the model's argmax, the others the same targets), one row per
+    (method, example)."""
+    task = inputs_task(model, input_ids, attention_mask)
+    return conservation_frame(explain_task(model, task, methods, batch_size, progress), task.name)
+
+
+def faithfulness_table(model, input_ids, attention_mask, methods=("attnlrp", "pa-lrp"), batch_size: int = 16,
+                       fractions=metrics.DEFAULT_FRACTIONS, max_tokens: int = 4096, progress: bool = True
+                       ) -> pd.DataFrame:
+    """Notebook 05's perturbation faithfulness over a dataset slice: each method's ranking (token
+    relevance, or the combined token + position map where the method has positions) scored by
+    :func:`faithfulness`; returns its ``areas`` table (one row per method, metric, example)."""
+    task = inputs_task(model, input_ids, attention_mask)
+    exps = explain_task(model, task, methods, batch_size, progress)
+    task = task.with_target(exps[list(methods)[0]].target)
+    rankings = {m: e.combined() if e.positions is not None else e.tokens for m, e in exps.items()}
+    return faithfulness(model, task, rankings, fractions, max_tokens, n_boot=1, progress=progress)[0]
 
 
 def paired_table(areas: pd.DataFrame, a: str = "pa-lrp", b: str = "attnlrp", n_boot: int = 1000,
