@@ -114,8 +114,9 @@ def run_shard(name: str, cfg: dict, start: int, stop: int, device="cpu") -> pd.D
     model, tok = load_model(cfg, device)
     ids, mask = load_inputs(cfg, model, tok)
     t0 = time.perf_counter()
+    kwargs = {**({"batch_size": cfg["batch_size"]} if "batch_size" in cfg else {}), **cfg.get("kwargs", {})}
     out = fn(model, ids[start:stop], mask[start:stop], methods=cfg.get("methods", ["gi", "cp-lrp", "attnlrp"]),
-             **cfg.get("kwargs", {}))
+             **kwargs)
     seconds = time.perf_counter() - t0
     df = out[0].areas if isinstance(out, tuple) else out  # faithfulness returns (result, relevance)
     df = df.assign(example=df["example"] + start) if "example" in df else df

@@ -48,14 +48,14 @@ def test_scorer_equals_shared_mask_removal(name):
     task = P.set_targets(model, _task(model, causal=causal))
     g = torch.Generator().manual_seed(1)
     removed = (torch.rand(task.valid.shape, generator=g) < 0.5) & task.valid
-    scorer = P.Scorer(model, task, max_tokens=20)  # small batches: exercises the batching
+    scorer = P.task_scorer(model, task, max_tokens=20)  # small batches: exercises the batching
     ref = logits_without(model, task.input_ids, removed, task.attention_mask).double()
     _close(scorer.logit(removed), ref.gather(1, task.target[:, None])[:, 0], SAME_FUNCTION_F64, 1.0)
     _close(scorer.prob(removed), ref.softmax(-1).gather(1, task.target[:, None])[:, 0], SAME_FUNCTION_F64, 1.0)
     n = scorer.n_forward
     scorer.logit(removed)
     assert scorer.n_forward == n  # cached
-    rec = P.Scorer(model, task, max_tokens=1000)
+    rec = P.task_scorer(model, task, max_tokens=1000)
     with rec.record():  # collect first, run on exit (one big batch)
         assert bool((rec.logit(removed) == 0).all()) and rec.n_forward == 0
     assert rec.n_forward == len(task)
@@ -77,7 +77,7 @@ def test_contrast_scores_and_explanations():
     none = torch.zeros_like(task.valid)
     z = logits_without(model, task.input_ids, none, task.attention_mask).double()
     d = z[:, 3] - z[:, 7]
-    scorer = P.Scorer(model, task)
+    scorer = P.task_scorer(model, task)
     _close(scorer.logit(none), d, SAME_FUNCTION_F64)
     _close(scorer.prob(none), torch.sigmoid(d), SAME_FUNCTION_F64, 1.0)
     exp = P.explain_task(model, task, ["pa-lrp"], batch_size=4, progress=False)["pa-lrp"]
@@ -169,7 +169,7 @@ def test_faithfulness_protocols_and_paired_table():
     np.testing.assert_allclose(w[("R", "insert-MoRF")], w[("-R", "insert-LeRF")], atol=1e-12)
     np.testing.assert_allclose(w[("R", "AU-MSE")], w[("-R", "AU-MSE")], atol=1e-12)  # |R| order
     full = curves[(curves.metric == "insert-MoRF") & (curves.fraction == 1.0)]["mean"]
-    z = P.Scorer(model, task).logit(torch.zeros_like(task.valid))
+    z = P.task_scorer(model, task).logit(torch.zeros_like(task.valid))
     np.testing.assert_allclose(full, float(z.mean()), atol=1e-12)  # everything kept = unperturbed
     assert areas.attrs["n_forward"] < 4 * 4 * 11 * len(task)  # shared removal sets were cached
     tab = P.paired_table(areas, "R", "-R", n_boot=200)

@@ -67,3 +67,11 @@ def test_notebook05_loops_run_sharded(name):
     if name == "positional_budget":  # learned PE: the positions' share is what the tokens miss
         pa = whole[whole.method == "pa-lrp"]
         assert (pa["positions"].abs() > 0).all()
+
+
+def test_config_batch_size_reaches_the_loop():
+    """``batch_size`` in the config is the loop's: same table at 2 as at the default; 0 is refused there."""
+    pd.testing.assert_frame_equal(run._sort(run.run_shard("layer_sums", {**CFG, "batch_size": 2}, 0, 6)),
+                                  run._sort(run.run_shard("layer_sums", CFG, 0, 6)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        run.run_shard("layer_sums", {**CFG, "batch_size": 0}, 0, 6)

@@ -89,6 +89,10 @@ def explain_all(model, input_ids, attention_mask, methods, target=None, batch_si
 class RemovalScorer:
     """The model's target logit / probability with sets of positions removed (see module doc).
 
+    ``contrast`` (optional, a token / class per example): the score becomes ``logit[target] -
+    logit[contrast]`` and the probability ``sigmoid`` of it (two options).  ``valid`` (optional,
+    ``[n, S]`` bool): only these positions may be removed.
+
     ``logit(removed)``, ``prob(removed)`` and ``logprob(removed)`` take ``removed [n, S]`` bool (the read-out position
     may not be removed) and return ``[n]`` float64; they are the ``score_fn`` of
     :func:`lrp_utils.metrics.perturbation_curve`. Inside ``with scorer.record():`` calls only
@@ -97,7 +101,7 @@ class RemovalScorer:
     """
 
     def __init__(self, model, input_ids, attention_mask, target, removal: str = "mask", unk_id=None,
-                 max_tokens: int = 16384, progress: bool = True):
+                 max_tokens: int = 16384, progress: bool = True, contrast=None, valid=None):
         if removal not in REMOVALS:
             raise ValueError(f"unknown removal {removal!r}; valid: {', '.join(REMOVALS)}")
         if removal == "unk" and unk_id is None:
@@ -105,7 +109,9 @@ class RemovalScorer:
         _check_right_padded(attention_mask)
         self.model, self.adapter = model, get_adapter(model)
         self.ids, self.mask = input_ids.cpu(), attention_mask.long().cpu()
-        self.target = torch.as_tensor(target).long().reshape(-1).expand(len(self.ids)).cpu()
+        per_example = lambda t: None if t is None else torch.as_tensor(t).long().reshape(-1).expand(len(self.ids)).cpu()  # noqa: E731
+        self.target, self.contrast = per_example(target), per_example(contrast)
+        self.valid = None if valid is None else torch.as_tensor(valid).bool().cpu()
         self.removal, self.unk_id, self.max_tokens, self.progress = removal, unk_id, max_tokens, progress
         self.readout = self.adapter.readout_positions(self.mask)
         self.cache, self.pending, self.recording = {}, {}, False
@@ -135,6 +141,8 @@ class RemovalScorer:
             raise ValueError(f"removed has shape {tuple(R.shape)}, expected {tuple(self.ids.shape)}")
         if R[torch.arange(len(R)), self.readout].any():
             raise ValueError("the read-out position cannot be removed (see valid_positions)")
+        if self.valid is not None and (R & ~self.valid).any():
+            raise ValueError("only valid positions may be removed (the scorer's valid mask)")
         rows = R.numpy()
         keys = [(i, rows[i].tobytes()) for i in range(len(rows))]
         self.pending.update({k: rows[i] for i, k in enumerate(keys) if k not in self.cache})
@@ -158,10 +166,14 @@ class RemovalScorer:
             take = max(1, min(len(order), self.max_tokens // max(1, int(lengths[order[-1]]))))
             idx, order = torch.tensor(order[-take:]), order[:-take]  # longest first
             L = int(lengths[idx].max())
-            logits = self._logits(ids[idx, :L], mask[idx, :L], pos[idx, :L]).double().cpu()
+            logits = readout_logits(self.model, ids[idx, :L], mask[idx, :L], pos[idx, :L]).double().cpu()
             t = self.target[ex[idx]][:, None]
-            out[idx, 0] = logits.gather(1, t)[:, 0]
-            out[idx, 2] = torch.log_softmax(logits, -1).gather(1, t)[:, 0]
+            if self.contrast is None:  # score: logit of the target; probability over all outputs
+                out[idx, 0] = logits.gather(1, t)[:, 0]
+                out[idx, 2] = torch.log_softmax(logits, -1).gather(1, t)[:, 0]
+            else:  # score: logit difference to the contrast; probability over the two
+                d = logits.gather(1, t)[:, 0] - logits.gather(1, self.contrast[ex[idx]][:, None])[:, 0]
+                out[idx, 0], out[idx, 2] = d, torch.nn.functional.logsigmoid(d)
             out[idx, 1] = out[idx, 2].exp()
             bar.update(len(idx))
         bar.close()
@@ -179,19 +191,23 @@ class RemovalScorer:
         order = torch.argsort((~kept).long(), dim=1, stable=True)  # kept positions first, in order
         return ids.gather(1, order), kept.gather(1, order).long(), pos.gather(1, order)
 
-    @torch.inference_mode()
-    def _logits(self, ids, mask, pos) -> torch.Tensor:
-        """Read-out logits ``[b, n_out]`` of right-padded inputs with explicit position ids."""
-        dev, m = self.adapter.device, self.model
-        ids, mask, pos = ids.to(dev), mask.to(dev), pos.to(dev)
-        last = mask.sum(1) - 1
-        if isinstance(m, TinyTransformer):
-            out = m(ids, mask, pos)
-            return out[torch.arange(len(ids)), last] if out.dim() == 3 else out
-        if self.adapter.task == "classify":
-            return m(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-        h = m.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
-        return m.get_output_embeddings()(h[torch.arange(len(ids)), last])
+
+@torch.inference_mode()
+def readout_logits(model, ids, mask, pos=None) -> torch.Tensor:
+    """Read-out logits ``[b, n_out]`` of right-padded inputs ``[b, S]``, with explicit position ids
+    ``pos [b, S]`` if given (a shortened sequence keeps its tokens' original positions)."""
+    adapter = get_adapter(model)
+    dev = adapter.device
+    ids, mask = ids.to(dev), mask.to(dev)
+    pos = (mask.long().cumsum(1) - 1).clamp(min=0) if pos is None else pos.to(dev)
+    rows, last = torch.arange(len(ids), device=dev), mask.long().sum(1) - 1
+    if isinstance(model, TinyTransformer):
+        out = model(ids, mask, pos)
+        return out[rows, last] if out.dim() == 3 else out
+    if adapter.task == "classify":
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    h = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+    return model.get_output_embeddings()(h[rows, last])
 
 
 @dataclass

@@ -16,7 +16,6 @@ the unit PA-LRP's combined map ranks.  Shapes: ``n`` examples, ``S`` positions.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -29,8 +28,8 @@ from ..adapters import get_adapter
 from ..batching import length_batches
 from ..engine import explain
 from ..explanation import Explanation
-from ..models import TinyTransformer
 from ..positional import contrast
+from .faithfulness import RemovalScorer, readout_logits
 
 #: method pairs compared throughout: (without positions, with positions)
 PAIRS = (("attnlrp", "pa-lrp"), ("cp-lrp", "pa-cp-lrp"))
@@ -122,30 +121,12 @@ def prompt_task(tokenizer, texts, labels=None, template: str = PROMPT, name: str
                 labels=lab)
 
 
-@torch.inference_mode()
-def _readout_logits(model, ids, mask, pos=None) -> torch.Tensor:
-    """Read-out logits ``[b, n_out]`` of right-padded inputs (explicit position ids if given)."""
-    adapter = get_adapter(model)
-    dev = adapter.device
-    ids, mask = ids.to(dev), mask.to(dev)
-    pos = (mask.long().cumsum(1) - 1).clamp(min=0) if pos is None else pos.to(dev)
-    last = mask.long().sum(1) - 1
-    rows = torch.arange(len(ids), device=dev)
-    if isinstance(model, TinyTransformer):
-        out = model(ids, mask, pos)
-        return out[rows, last] if out.dim() == 3 else out
-    if adapter.task == "classify":
-        return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-    h = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
-    return model.get_output_embeddings()(h[rows, last])
-
-
 def set_targets(model, task: Task, options=None, tokenizer=None, batch_size: int = 32) -> Task:
     """The model's own prediction as ``task.target`` (argmax of the read-out logits).  With
     ``options`` (strings, e.g. :data:`OPTIONS`, single tokens of ``tokenizer``) the prediction is
     restricted to them: ``target`` = the higher option, ``contrast`` = the other (two options)."""
     batches = list(length_batches(task.attention_mask, batch_size))
-    logits = torch.cat([_readout_logits(model, task.input_ids[i, c], task.attention_mask[i, c]).cpu()
+    logits = torch.cat([readout_logits(model, task.input_ids[i, c], task.attention_mask[i, c]).cpu()
                         for i, c in batches])
     order = torch.cat([i for i, _ in batches])
     logits = logits[torch.argsort(order)].double()
@@ -322,94 +303,18 @@ def display_rows(attn: Explanation, pa: Explanation, b: int, n: int) -> dict:
 
 
 # --------------------------------------------------------------------------------- faithfulness
-class Scorer:
-    """Explained score of ``task`` with sets of positions removed (``"mask"`` removal, see module doc).
-
-    ``logit(removed)``: ``logit[target] (- logit[contrast])``; ``prob(removed)``: softmax
-    probability of ``target`` over all outputs, or, with a contrast, over the two options
-    (``sigmoid`` of the difference).  ``removed [n, S]`` bool -> ``[n]`` float64; these are the
-    ``score_fn`` of :func:`lrp_utils.metrics.perturbation_curve`.  Each distinct (example, removed
-    set) is run once (cached).  Inside ``with scorer.record():`` calls only collect the removal sets
-    (and return zeros); leaving the block runs them all at once in length-sorted batches of at most
-    ``max_tokens`` tokens, which amortises the per-call cost of a deep model over many sets.
-    """
-
-    def __init__(self, model, task: Task, max_tokens: int = 4096, progress: bool = False):
-        if task.target is None:
-            raise ValueError("task.target is None: call set_targets(model, task) first")
-        self.model, self.task, self.max_tokens, self.progress = model, task, max_tokens, progress
-        self.mask = task.attention_mask.bool()
-        self.cache: dict = {}
-        self.pending: dict = {}
-        self.recording = False
-        self.n_forward = 0
-
-    def logit(self, removed) -> torch.Tensor:
-        return self._scores(removed)[:, 0]
-
-    def prob(self, removed) -> torch.Tensor:
-        return self._scores(removed)[:, 1]
-
-    @contextlib.contextmanager
-    def record(self):
-        """Collect removal sets without running the model; run them all on exit."""
-        self.recording = True
-        try:
-            yield self
-        finally:
-            self.recording = False
-        self.flush()
-
-    def _scores(self, removed) -> torch.Tensor:
-        R = torch.as_tensor(removed).cpu().bool() & self.mask
-        if (R & ~self.task.valid).any():
-            raise ValueError("only valid positions may be removed (task.valid)")
-        keys = [(i, r.numpy().tobytes()) for i, r in enumerate(R)]
-        self.pending.update({k: R[i] for i, k in enumerate(keys) if k not in self.cache})
-        if self.recording:
-            return torch.zeros(len(keys), 2, dtype=torch.float64)
-        self.flush()
-        return torch.stack([self.cache[k] for k in keys])
-
-    def flush(self) -> None:
-        """Run every pending removal set."""
-        if not self.pending:
-            return
-        keys = list(self.pending)
-        rows = self._run(torch.tensor([i for i, _ in keys]), torch.stack([self.pending[k] for k in keys]))
-        self.cache.update(zip(keys, rows))
-        self.pending = {}
-
-    def _run(self, ex: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
-        """Shortened inputs (kept tokens, original position ids) -> ``[m, 2]`` (score, prob)."""
-        t = self.task
-        mask = t.attention_mask[ex]
-        kept = mask.bool() & ~removed
-        order = torch.argsort((~kept).long(), dim=1, stable=True)
-        pos = (mask.cumsum(1) - 1).clamp(min=0).gather(1, order)
-        ids, keep = t.input_ids[ex].gather(1, order), kept.gather(1, order).long()
-        lengths, out = keep.sum(1), torch.zeros(len(ex), 2, dtype=torch.float64)
-        todo = torch.argsort(lengths, descending=True, stable=True)
-        bar = tqdm(total=len(ex), desc=f"perturbed forwards ({t.name})", disable=not self.progress, leave=False)
-        while len(todo):
-            idx = todo[: max(1, self.max_tokens // max(1, int(lengths[todo[0]])))]
-            todo = todo[len(idx):]
-            L = int(lengths[idx].max())
-            z = _readout_logits(self.model, ids[idx, :L], keep[idx, :L], pos[idx, :L]).double().cpu()
-            tgt = t.target[ex[idx]][:, None]
-            if t.contrast is None:
-                out[idx, 0] = z.gather(1, tgt)[:, 0]
-                out[idx, 1] = torch.softmax(z, -1).gather(1, tgt)[:, 0]
-            else:
-                d = z.gather(1, tgt)[:, 0] - z.gather(1, t.contrast[ex[idx]][:, None])[:, 0]
-                out[idx, 0], out[idx, 1] = d, torch.sigmoid(d)
-            bar.update(len(idx))
-        bar.close()
-        self.n_forward += len(ex)
-        return out
+def task_scorer(model, task: Task, max_tokens: int = 4096, progress: bool = False) -> RemovalScorer:
+    """The shared :class:`~lrp_utils.experiments.faithfulness.RemovalScorer` (``"mask"`` removal,
+    see module doc) for ``task``: ``logit(removed)`` is ``logit[target] (- logit[contrast])``,
+    ``prob(removed)`` the softmax probability of ``target`` (with a contrast: ``sigmoid`` of the
+    difference); only ``task.valid`` positions may be removed."""
+    if task.target is None:
+        raise ValueError("task.target is None: call set_targets(model, task) first")
+    return RemovalScorer(model, task.input_ids, task.attention_mask, task.target, "mask", None, max_tokens,
+                         progress, contrast=task.contrast, valid=task.valid)
 
 
-def _curves(scorer: Scorer, R, valid, fr) -> dict:
+def _curves(scorer: RemovalScorer, R, valid, fr) -> dict:
     keep = lambda order: metrics.CurveResult(fr, metrics.perturbation_curve(  # noqa: E731
         scorer.logit, R, order, fr, "keep", valid))
     return {"AUAC": metrics.auac(scorer.prob, R, valid, fr),
@@ -430,7 +335,7 @@ def faithfulness(model, task: Task, rankings: dict, fractions=metrics.DEFAULT_FR
     fraction).  ``areas.attrs["n_forward"]`` counts the distinct perturbed forwards.
     """
     fr = metrics.to_numpy(fractions).ravel()
-    scorer, valid = Scorer(model, task, max_tokens, progress), task.valid
+    scorer, valid = task_scorer(model, task, max_tokens, progress), task.valid
     rankings = {name: torch.as_tensor(R).double() for name, R in rankings.items()}
     with scorer.record():  # pass 1: collect every removal set of every ranking, metric and fraction
         for R in rankings.values():
