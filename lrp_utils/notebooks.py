@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
 import papermill as pm
 
 from .paths import ROOT
@@ -28,8 +29,29 @@ def run(quick: bool, only: str | None = None) -> None:
         t0 = time.perf_counter()
         pm.execute_notebook(str(nb), str(nb), parameters={"quick": quick}, cwd=str(nb.parent),
                             progress_bar=False, kernel_name="python3")
+        scrub(nb)
         print(f"   done in {time.perf_counter() - t0:.0f} s", flush=True)
     print(f"all notebooks done in {time.perf_counter() - total:.0f} s")
+
+
+def scrub(path: Path) -> None:
+    """Keep the machine out of a committed notebook: papermill's ``input_path`` / ``output_path``
+    metadata become paths relative to the repository root, and any output text naming the root
+    (a returned figure path, say) names it relative to the root too."""
+    nb = nbformat.read(path, as_version=4)
+    root = str(ROOT) + "/"
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if isinstance(meta.get(key), str):
+            meta[key] = meta[key].replace(root, "")
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = out["text"].replace(root, "")
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    out["data"][mime] = value.replace(root, "")
+    nbformat.write(nb, path)
 
 
 def prepare(out: Path, quick: bool) -> None:

@@ -47,3 +47,23 @@ def test_notebooks_are_numbered_and_have_parameters():
         nb = nbformat.read(path, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1 and "quick" in tagged[0].source, path.name
+
+
+def test_scrub_removes_the_machine_path_from_a_notebook(tmp_path):
+    import nbformat
+
+    from lrp_utils.notebooks import scrub
+    from lrp_utils.paths import ROOT
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"input_path": f"{ROOT}/notebooks/x.ipynb", "output_path": f"{ROOT}/notebooks/x.ipynb"}
+    cell = nbformat.v4.new_code_cell("viz.save(fig, 'x.png')")
+    cell.outputs = [nbformat.v4.new_output("execute_result", {"text/plain": f"PosixPath('{ROOT}/figures/x.png')"}),
+                    nbformat.v4.new_output("stream", text=f"wrote {ROOT}/figures/x.csv\n")]
+    nb.cells.append(cell)
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    scrub(path)
+    text = path.read_text()
+    assert str(ROOT) not in text
+    assert "notebooks/x.ipynb" in text and "PosixPath('figures/x.png')" in text and "wrote figures/x.csv" in text

@@ -77,11 +77,6 @@ CONFIGS = {
 
 # Fast-path bug (see the report in test_pa_lrp_rotary_linear_attention_closes): ops.linear_attention
 # ignores Session.rotary_positions, so under pa-lrp the RoPE products do not get the uniform rule.
-PA_ROPE_LINEAR_BUG = ("ops.linear_attention lacks the 1/2 of the RoPE products under PA-LRP "
-                      "(softmax_attention scales q, k by 0.5 when rotary_positions); q and cos/sin "
-                      "both receive the full relevance of the rotated q, k")
-
-
 def _is(name, key, value):
     return {**BASE, **CONFIGS[name]}.get(key, TinyConfig.__dataclass_fields__[key].default) == value
 
@@ -91,20 +86,9 @@ def _methods(name):
     return out + ["pa-cp-lrp"] if not _is(name, "position", "none") else out
 
 
-def _fast_bug(name, method):
-    return False  # the fast-path bugs this suite found (PA-LRP RoPE in linear attention) are fixed
-
-
-def _cases(methods_of=_methods, xfail=True):
-    for name in CONFIGS:
-        for method in methods_of(name):
-            bug = xfail and _fast_bug(name, method)
-            marks = [pytest.mark.xfail(strict=True, reason=PA_ROPE_LINEAR_BUG)] if bug else []
-            yield pytest.param(name, method, marks=marks, id=f"{name}-{method}")
-
-
-CASES = list(_cases())
-REF_CASES = list(_cases(xfail=False))  # reference-only checks never touch the fast path
+# (This suite found a fast-path bug, since fixed: PA-LRP's 1/2 at the RoPE products was missing in
+# linear attention.)
+CASES = [pytest.param(n, m, id=f"{n}-{m}") for n in CONFIGS for m in _methods(n)]
 ABLATIONS = [pytest.param(n, m, id=f"{n}-{m}") for n in CONFIGS if _is(n, "attention", "softmax")
              for m in ("attnlrp-no-softmax", "attnlrp-full-value", "cp-lrp-ah")]
 ABLATIONS += [pytest.param(n, "cp-lrp-ah", id=f"{n}-cp-lrp-ah") for n in CONFIGS
@@ -208,7 +192,7 @@ def test_explicit_target_and_model_logits(exact_identity):
 
 
 # -- the reference's own budget and identities --------------------------------------------------------
-@pytest.mark.parametrize("name, method", REF_CASES + ABLATIONS)
+@pytest.mark.parametrize("name, method", CASES + ABLATIONS)
 def test_budget_closes(name, method):
     """tokens + positions + absorbed (biases, softmax, dropped positions, shares, norm) == logit."""
     _, ref = _run(name, method)
@@ -248,15 +232,8 @@ def test_cp_lrp_bias_free_conserves_every_layer(name, side, exact_identity):
 LINEAR_BIAS_FREE = [n for n in BIAS_FREE if _is(n, "attention", "linear")]
 
 
-def _linear_closure_cases():
-    for name in LINEAR_BIAS_FREE:
-        for side in ("reference", "fast"):
-            bug = False
-            marks = [pytest.mark.xfail(strict=True, reason=PA_ROPE_LINEAR_BUG)] if bug else []
-            yield pytest.param(name, side, marks=marks, id=f"{name}-{side}")
-
-
-@pytest.mark.parametrize("name, side", list(_linear_closure_cases()))
+@pytest.mark.parametrize("name", LINEAR_BIAS_FREE)
+@pytest.mark.parametrize("side", ["reference", "fast"])
 def test_pa_lrp_rotary_linear_attention_closes(name, side, exact_identity):
     """Bias-free linear attention under PA-LRP conserves exactly: every layer sum (plus the RoPE
     position relevance of the blocks above it) and tokens + positions (additive or RoPE, Bakish
