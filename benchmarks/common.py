@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: model builders, timers, a peak-memory probe."""
+"""Shared helpers of the benchmark scripts: model builders, paired timing, a peak-memory probe."""
 from __future__ import annotations
 
 import os
@@ -25,18 +25,6 @@ def smollm2_sized():
                       num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=2048,
                       tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()
-
-
-def timeit(fn, reps: int = 3, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def paired_times(fns: dict, budget_s: float = 3.0, min_rounds: int = 5, max_rounds: int = 40) -> dict:

@@ -28,6 +28,7 @@ from ..adapters import get_adapter
 from ..batching import length_batches
 from ..engine import explain
 from ..explanation import Explanation
+from ..loo import removable
 from ..positional import contrast
 from .faithfulness import RemovalScorer, readout_logits
 
@@ -356,8 +357,6 @@ def faithfulness(model, task: Task, rankings: dict, fractions=metrics.DEFAULT_FR
 def inputs_task(model, input_ids, attention_mask, name: str = "inputs") -> Task:
     """A :class:`Task` from right-padded ``input_ids, attention_mask [n, S]`` as they come (a
     dataset slice): ``valid`` = every position but padding and the read-out position."""
-    from ..loo import removable
-
     mask = attention_mask.long().cpu()
     return Task(name, input_ids.cpu(), mask, removable(get_adapter(model), mask))
 
