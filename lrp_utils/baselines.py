@@ -5,27 +5,32 @@ from __future__ import annotations
 import torch
 from captum.attr import IntegratedGradients
 
-from . import ops
-from .engine import check_target, frozen
+from . import checks
 from .explanation import Explanation
 from .methods import METHODS
 
 
 def explain_baseline(adapter, input_ids, attention_mask, name, target=None, **kwargs) -> Explanation:
-    fn = {"ig": integrated_gradients, "rollout": attention_rollout, "random": random_relevance}[name]
-    with frozen(adapter), adapter.rules(METHODS["gi"]), ops.session():
-        logits = _logits(adapter, input_ids, attention_mask)
-        target = check_target(adapter, logits, target)
-        tokens, layers = fn(adapter, input_ids, attention_mask, target, **kwargs)
+    """``explain(model, ids, name)`` for ``name`` in ``ig``, ``rollout``, ``random``; ``target`` is
+    ``None`` or ``[B]`` (see :func:`lrp_utils.checks.per_example`)."""
+    if name == "ig":
+        checks.grad_allowed()
+    probs = []  # rollout: the attention probabilities of the forward pass below
+    record = (lambda call: probs.append(call.probs())) if name == "rollout" else None
+    with adapter.session(METHODS["gi"], on_attention=record):
+        with torch.no_grad():
+            logits = adapter.forward(input_ids, attention_mask)
+        target = checks.resolve_target(logits, target, adapter.target_kind)
+        if name == "ig":
+            tokens, layers = integrated_gradients(adapter, input_ids, attention_mask, target, **kwargs)
+        elif name == "rollout":
+            tokens, layers = attention_rollout(adapter, attention_mask, probs, **kwargs)
+        else:
+            tokens, layers = random_relevance(input_ids.shape, **kwargs)
     logit = logits.gather(1, target[:, None])[:, 0]
     mask = attention_mask.to(tokens.dtype)
     return Explanation(tokens=(tokens * mask).detach().cpu(), positions=None, layers=layers,
                        logit=logit.detach().cpu(), target=target.cpu(), method=name)
-
-
-@torch.no_grad()
-def _logits(adapter, input_ids, attention_mask):
-    return adapter.forward(input_ids, attention_mask)
 
 
 def _suffix_fn(adapter, layer: int):
@@ -33,15 +38,12 @@ def _suffix_fn(adapter, layer: int):
     ``layer = -1`` the argument is the token embedding and the other embedding parts are added."""
 
     def forward(h, input_ids, attention_mask):
-        ctx = adapter.prepare(input_ids, attention_mask)
         if layer < 0:
-            parts = adapter.embed_parts(input_ids, ctx)
-            parts["tokens"] = h
-            h = adapter.combine(parts)
-        ctx.rope = adapter.rope_tables(h, ctx)
-        for j in range(max(layer, 0), adapter.n_layers):
-            h = adapter.block(j, h, ctx)
-        return adapter.readout(h, ctx)
+            _, h, ctx = adapter.start(input_ids, attention_mask, parts={"tokens": h})
+        else:
+            ctx = adapter.prepare(input_ids, attention_mask)
+            ctx.rope = adapter.rope_tables(h, ctx)
+        return adapter.readout(adapter.run(h, ctx, begin=max(layer, 0)), ctx)
 
     return forward
 
@@ -50,9 +52,12 @@ def integrated_gradients(adapter, input_ids, attention_mask, target, n_steps=32,
     """IG (Sundararajan et al. 2017) on the token embeddings with a zero baseline, through captum;
     with ``ig_layers`` also on every residual stream (zero baseline at that layer).  Returns
     ``(tokens [B, S], layers list of L+1 [B, S] or None)``."""
-    ctx = adapter.prepare(input_ids, attention_mask)
+    n_steps = checks.positive_int("n_steps", n_steps)
     with torch.no_grad():
-        parts = adapter.embed_parts(input_ids, ctx)
+        states = []
+        parts, h0, ctx = adapter.start(input_ids, attention_mask)
+        if ig_layers:
+            adapter.run(h0, ctx, states=states)
     args = (input_ids, attention_mask)
 
     def attribute(fn, x):
@@ -64,23 +69,16 @@ def integrated_gradients(adapter, input_ids, attention_mask, target, n_steps=32,
     tokens = attribute(_suffix_fn(adapter, -1), parts["tokens"])
     if not ig_layers:
         return tokens, None
-    with torch.no_grad():
-        states = [adapter.combine(parts)]
-        ctx.rope = adapter.rope_tables(states[0], ctx)
-        for j in range(adapter.n_layers):
-            states.append(adapter.block(j, states[-1], ctx))
-    return tokens, [attribute(_suffix_fn(adapter, layer), s) for layer, s in enumerate(states)]
+    return tokens, [attribute(_suffix_fn(adapter, layer), s) for layer, s in enumerate([h0, *states])]
 
 
-def attention_rollout(adapter, input_ids, attention_mask, target=None):
+def attention_rollout(adapter, attention_mask, probs: list):
     """Attention rollout: ``prod_l (0.5 * mean_heads(A_l) + 0.5 * I)`` (rows renormalised); the
-    read-out position's row is the token relevance (class-agnostic, non-negative)."""
-    session = ops.current()
-    session.probs = []
-    with torch.no_grad():
-        _logits(adapter, input_ids, attention_mask)
-    probs, session.probs = session.probs, None
-    B, S = input_ids.shape
+    read-out position's row is the token relevance (class-agnostic, non-negative).  ``probs``: the
+    ``[B, H, S, S]`` probabilities of every block, in order (softmax attention only)."""
+    if len(probs) != adapter.n_layers:
+        raise ValueError("attention rollout needs softmax attention in every block")
+    B, S = attention_mask.shape
     eye = torch.eye(S, dtype=probs[0].dtype, device=probs[0].device)
     roll = eye.expand(B, S, S)
     for a in probs:
@@ -90,7 +88,7 @@ def attention_rollout(adapter, input_ids, attention_mask, target=None):
     return roll[torch.arange(B), pos].detach().cpu(), None
 
 
-def random_relevance(adapter, input_ids, attention_mask, target=None, seed=0):
+def random_relevance(shape, seed=0):
     """Uniform random relevance in [0, 1), seeded: the floor any method must beat."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.rand(input_ids.shape, generator=gen, dtype=torch.float64), None
+    gen = torch.Generator().manual_seed(checks.integer("seed", seed))
+    return torch.rand(tuple(shape), generator=gen, dtype=torch.float64), None

@@ -14,18 +14,20 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from . import ops
+from . import checks
 from .adapters import get_adapter
-from .engine import check_inputs, check_target, frozen
 from .methods import METHODS
 
+#: removal operators of :func:`loo` (see the module docstring)
 REMOVALS = ("mask", "zero")
 
 
 def loo(model, input_ids, layer=0, target=None, attention_mask=None, removal="mask",
         batch_size=64, progress=False) -> torch.Tensor:
     """Leave-one-out scores ``[B, S]`` at ``layer`` (0 = input embeddings, ``L`` = last block).
-    See the module docstring for the two removal operators.  CPU float tensor."""
+    See the module docstring for the two removal operators.  CPU float64 tensor; NaN at the
+    read-out position, at padding, and everywhere when nothing can be removed (one token)."""
+    layer = checks.integer("layer", layer, 0, get_adapter(model).n_layers)
     return loo_by_layer(model, input_ids, [layer], target, attention_mask, removal, batch_size, progress)[0]
 
 
@@ -33,30 +35,26 @@ def loo_by_layer(model, input_ids, layers=None, target=None, attention_mask=None
                  batch_size=64, progress=False) -> torch.Tensor:
     """LOO at several layers (default all ``0 .. L``) sharing one prefix pass: ``[len(layers), B, S]``."""
     adapter = get_adapter(model)
-    input_ids, attention_mask = check_inputs(adapter, input_ids, attention_mask)
+    input_ids, attention_mask = adapter.check_inputs(input_ids, attention_mask)
+    target = checks.per_example(target, len(input_ids))
     L = adapter.n_layers
-    layers = list(range(L + 1)) if layers is None else list(layers)
+    layers = list(range(L + 1)) if layers is None else checks.layers(layers, L)
     if removal not in REMOVALS:
         raise ValueError(f"unknown removal {removal!r}; valid: {', '.join(REMOVALS)}")
-    if any(not 0 <= int(l) <= L for l in layers):
-        raise ValueError(f"layer must lie in [0, {L}] for this {L}-block model, got {layers}")
-    with frozen(adapter), adapter.rules(METHODS["gi"]), ops.session(), torch.no_grad():
+    batch_size = checks.positive_int("batch_size", batch_size)
+    with adapter.session(METHODS["gi"]), torch.no_grad():
         states, ctx, logits = _prefix(adapter, input_ids, attention_mask)
-        target = check_target(adapter, logits, target)
+        target = checks.resolve_target(logits, target, adapter.target_kind)
         base = logits.gather(1, target[:, None])[:, 0]
-        out = [_loo_at(adapter, states, ctx, int(l), target, base, removal, batch_size, progress)
-               for l in layers]
+        out = [_loo_at(adapter, states, ctx, l, target, base, removal, batch_size, progress) for l in layers]
     return torch.stack(out)
 
 
 def _prefix(adapter, input_ids, attention_mask):
-    ctx = adapter.prepare(input_ids, attention_mask)
-    h = adapter.combine(adapter.embed_parts(input_ids, ctx))
-    ctx.rope = adapter.rope_tables(h, ctx)
+    _, h, ctx = adapter.start(input_ids, attention_mask)
     states = [h]
-    for i in range(adapter.n_layers):
-        states.append(adapter.block(i, states[-1], ctx))
-    return states, ctx, adapter.readout(states[-1], ctx)
+    h = adapter.run(h, ctx, states=states)
+    return states, ctx, adapter.readout(h, ctx)
 
 
 def removable(adapter, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -91,8 +89,7 @@ def run_suffix(adapter, h, ctx, layer: int, removed: torch.Tensor, removal: str 
         S = removed.shape[1]
         eye = torch.eye(S, dtype=torch.bool, device=removed.device)
         keep = (~removed[:, None, None, :]) | eye  # nobody reads i, except i itself
-    for j in range(layer, adapter.n_layers):
-        h = adapter.block(j, h, ctx, keep=keep)
+    h = adapter.run(h, ctx, begin=layer, keep=keep)
     return adapter.readout(h, ctx, removed=readout_removed)
 
 
@@ -100,12 +97,12 @@ def logits_without(model, input_ids, removed, attention_mask=None, removal="mask
     """Read-out logits ``[B, n_out]`` with several positions removed at once (``removed [B, S]``
     bool), using the same removal operators as :func:`loo`; the perturbation curves use it."""
     adapter = get_adapter(model)
-    input_ids, attention_mask = check_inputs(adapter, input_ids, attention_mask)
-    removed = removed.to(input_ids.device).bool() & attention_mask.bool()
-    with frozen(adapter), adapter.rules(METHODS["gi"]), ops.session(), torch.no_grad():
-        ctx = adapter.prepare(input_ids, attention_mask)
-        h = adapter.combine(adapter.embed_parts(input_ids, ctx))
-        ctx.rope = adapter.rope_tables(h, ctx)
-        for j in range(layer):
-            h = adapter.block(j, h, ctx)
+    input_ids, attention_mask = adapter.check_inputs(input_ids, attention_mask)
+    layer = checks.integer("layer", layer, 0, adapter.n_layers)
+    if removal not in REMOVALS:
+        raise ValueError(f"unknown removal {removal!r}; valid: {', '.join(REMOVALS)}")
+    removed = torch.as_tensor(removed).to(input_ids.device).bool() & attention_mask.bool()
+    with adapter.session(METHODS["gi"]), torch.no_grad():
+        _, h, ctx = adapter.start(input_ids, attention_mask)
+        h = adapter.run(h, ctx, end=layer)
         return run_suffix(adapter, h, ctx, layer, removed, removal)

@@ -3,20 +3,56 @@
 Each function computes the ordinary forward value and attaches the rule of the *active* method
 (a :class:`~lrp_utils.methods.Method`, set for the duration of an explanation by :func:`session`;
 outside a session the plain gradient is used, so models built from these ops behave as ordinary
-PyTorch models).  ``TinyTransformer`` calls them directly; for Hugging Face models the adapters
-route attention, norms and activations through them for the duration of a call.
+PyTorch models).  This module is the one interpreter of a ``Method``: ``TinyTransformer`` calls
+these ops directly, and for Hugging Face models the adapters route attention (through
+transformers' ``AttentionInterface``) and norms, activations and gates (through forward hooks)
+into the same functions for the duration of a call.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .masks import additive
 from .methods import METHODS, Method
-from .rules import identity_rule, scale_grad, stop_grad
+from .rules import identity_on, norm_rule_on, scale_grad, stop_grad
+
+
+@dataclass
+class AttentionCall:
+    """One softmax-attention call, as an ``on_attention`` callback of :func:`session` sees it.
+
+    ``q [B, H, Sq, D]``, ``k, v [B, Hkv, Sk, D]`` (the tensors the attention received, after RoPE),
+    ``mask`` (additive or boolean, broadcastable to ``[B, H, Sq, Sk]``, or None), ``scaling``,
+    ``n_rep = H / Hkv``, ``out [B, H, Sq, D]`` (part of the graph: a callback may register a
+    gradient hook on it), ``module``: the attention module that made the call (HF attention module
+    or TinyTransformer's ``Attention``), ``method``: the active rules."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    mask: torch.Tensor | None
+    scaling: float
+    n_rep: int
+    out: torch.Tensor
+    module: object = None
+    method: Method = METHODS["gi"]
+
+    def scores(self) -> torch.Tensor:
+        """The masked, scaled scores ``[B, H, Sq, Sk]`` (recomputed without gradient)."""
+        with torch.no_grad():
+            return attention_scores(self.q, self.k, self.mask, self.scaling, self.n_rep)
+
+    def probs(self) -> torch.Tensor:
+        """The attention probabilities ``[B, H, Sq, Sk]`` (recomputed without gradient: the fused
+        kernel does not keep them)."""
+        with torch.no_grad():
+            return attention_probs(self.q, self.k, self.mask, self.scaling, self.n_rep)
 
 
 @dataclass
@@ -25,12 +61,12 @@ class Session:
 
     ``method``: the active rule map.  ``rotary_positions``: q and k arriving at attention were
     rotated with cos/sin that are explained as inputs (PA-LRP for RoPE), so the rotation products
-    get the uniform rule.  ``probs``: if a list, attention probabilities ``[B, H, S, S]`` of every
-    attention call are appended to it (used by attention rollout)."""
+    get the uniform rule.  ``on_attention``: optional callback receiving an :class:`AttentionCall`
+    after every softmax attention (the conservation audit and attention rollout use it)."""
 
     method: Method = METHODS["gi"]
     rotary_positions: bool = False
-    probs: list | None = None
+    on_attention: Callable | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -44,7 +80,10 @@ def current() -> Session:
 
 @contextlib.contextmanager
 def session(method: Method | None = None, **kwargs):
-    """Activate ``method`` for the ops within the block; always restores the previous session."""
+    """Activate ``method`` for the ops within the block; always restores the previous session.
+    Keywords: the other fields of :class:`Session`; ``on_attention`` is inherited from the
+    enclosing session unless given (so a caller can watch the attention of an ``explain`` call)."""
+    kwargs.setdefault("on_attention", current().on_attention)
     token = _SESSION.set(Session(method=method or METHODS["gi"], **kwargs))
     try:
         yield _SESSION.get()
@@ -61,67 +100,64 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
 
 
-def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1):
+def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, module=None):
     """Scaled dot-product attention with the active method's rules.
 
     Shapes: ``q [B, H, Sq, D]``, ``k, v [B, Hkv, Sk, D]`` with ``H = Hkv * n_rep``; ``mask``
     additive (float, broadcastable to ``[B, H, Sq, Sk]``) or boolean (True = may attend).
-    Returns ``(out [B, H, Sq, D], probs [B, H, Sq, Sk] or None)``.  Rules: gradient scales ``qk``
-    on q and k (uniform rule at ``q @ k^T``), ``attn`` on the probabilities (0 = AH-rule),
-    ``value`` on V; the softmax keeps its plain gradient (AttnLRP's Taylor rule).  PA-LRP with RoPE
-    adds the uniform rule of the rotation products (``q * cos``, ``rot(q) * sin``) by halving q, k.
+    Returns ``(out [B, H, Sq, D], None)``.  Rules: gradient scales ``qk`` on q and k (uniform rule
+    at ``q @ k^T``), ``attn`` on the probabilities (0 = AH-rule), ``value`` on V; the softmax keeps
+    its plain gradient (AttnLRP's Taylor rule).  PA-LRP with RoPE adds the uniform rule of the
+    rotation products (``q * cos``, ``rot(q) * sin``) by halving q, k.
 
     Every rule here is a constant factor on a path of an otherwise plain gradient, so the modified
     gradient into q and k is the plain one times ``qk * attn`` (the softmax backward is linear in
     its incoming gradient) and into V the plain one times ``value``.  The scales are therefore put
     on q, k and v and the attention itself runs as PyTorch's fused
-    ``scaled_dot_product_attention``: the cost of a plain forward and backward.  The explicit
-    computation (:func:`explicit_softmax_attention`) runs only when the session records the
-    probabilities (attention rollout); a test checks that the two agree.
+    ``scaled_dot_product_attention``: the cost of a plain forward and backward.
+    :func:`explicit_softmax_attention` writes the same rules out product by product (a test checks
+    that the two agree).  The session's ``on_attention`` callback, if any, sees the call.
     """
     s = current()
-    if s.probs is not None:
-        return explicit_softmax_attention(q, k, v, mask, scaling, n_rep)
     m = s.method
+    scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
     f = m.qk * m.attn * (0.5 if s.rotary_positions else 1.0)
-    q, k, v = _scale(q, f), _scale(k, f), _scale(v, m.value)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive(mask, q.dtype), scale=scaling,
+    qs, ks, vs = _scale(q, f), _scale(k, f), _scale(v, m.value)
+    out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=additive(mask, q.dtype), scale=scaling,
                                          enable_gqa=n_rep > 1)
+    if s.on_attention is not None:
+        s.on_attention(AttentionCall(q, k, v, mask, scaling, n_rep, out, module, m))
     return out, None
+
+
+def attention_scores(q, k, mask=None, scaling=None, n_rep=1) -> torch.Tensor:
+    """``q k^T * scaling + mask`` ``[B, H, Sq, Sk]`` (``k`` repeated to ``H`` heads)."""
+    scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
+    return apply_mask(torch.matmul(q, repeat_kv(k, n_rep).transpose(-1, -2)) * scaling, mask)
+
+
+def attention_probs(q, k, mask=None, scaling=None, n_rep=1) -> torch.Tensor:
+    """``softmax(q k^T * scaling + mask)`` ``[B, H, Sq, Sk]`` (plain; float32 softmax in half
+    precision).  The one place the probabilities are written out."""
+    scores = attention_scores(q, k, mask, scaling, n_rep)
+    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    return torch.softmax(scores.to(work), dim=-1).to(q.dtype)
 
 
 def explicit_softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1):
     """:func:`softmax_attention` written out (scores, softmax, probabilities @ V), each rule at its
-    own product.  Returns ``(out, probs)``; records ``probs`` when the session asks for them."""
+    own product: the slow replica the fused path is tested against.  Returns ``(out, probs)``."""
     s = current()
     m = s.method
     rot = 0.5 if s.rotary_positions else 1.0
     q, k = _scale(q, m.qk * rot), _scale(k, m.qk * rot)
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-    scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
-    scores = apply_mask(scores, mask)
-    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    probs = torch.softmax(scores.to(work), dim=-1).to(q.dtype)
-    if s.probs is not None:
-        s.probs.append(probs.detach())
-    out = torch.matmul(_scale(probs, m.attn), _scale(v, m.value))
+    probs = attention_probs(q, k, mask, scaling, n_rep)
+    out = torch.matmul(_scale(probs, m.attn), _scale(repeat_kv(v, n_rep), m.value))
     return out, probs
 
 
-def additive(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
-    """A boolean mask (True = may attend) as an additive one in ``dtype``: 0 where kept,
-    ``finfo.min`` elsewhere (finite, so a query that may read nothing averages uniformly instead of
-    giving NaN).  Float masks are cast to ``dtype``; ``None`` stays ``None``."""
-    if mask is None:
-        return None
-    if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    return mask.to(dtype)
-
-
 def apply_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``scores`` plus the mask as an additive one (see :func:`additive`; never NaN)."""
+    """``scores`` plus the mask as an additive one (see :func:`lrp_utils.masks.additive`)."""
     return scores if mask is None else scores + additive(mask, scores.dtype)
 
 
@@ -197,37 +233,58 @@ def _norm_const(den: torch.Tensor, m: Method) -> torch.Tensor:
     return stop_grad(den) if m.norm == "const" else den
 
 
+# -- the interpreter of the element-wise and normalisation rules --------------------------------
+# TinyTransformer calls these directly; for Hugging Face models the adapters call them from
+# forward hooks on the labelled modules.  The decision "which rule" is taken here and nowhere else.
+def act_out(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = f(x)`` of an element-wise nonlinearity, with the identity rule when the method has
+    ``act="identity"`` (plain gradient otherwise)."""
+    return identity_on(x, out) if current().method.act == "identity" else out
+
+
 def activation(fn, x: torch.Tensor) -> torch.Tensor:
-    """Element-wise nonlinearity ``fn(x)``; identity rule under LRP methods."""
-    return identity_rule(fn, x) if current().method.act == "identity" else fn(x)
+    """Element-wise nonlinearity ``fn(x)`` through :func:`act_out`."""
+    return act_out(x, fn(x))
 
 
-def gated(act, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """Gated MLP product ``act(gate) * up`` (SwiGLU).  Rules: ``"uniform"`` (identity rule on act,
-    each factor half), ``"const"`` (gate constant, up gets all), ``"grad"`` (plain)."""
-    rule = current().method.gate
-    if rule == "const":
-        return act(stop_grad(gate)) * up
-    if rule == "uniform":
-        return scale_grad(identity_rule(act, gate) * up, 0.5)
-    return act(gate) * up
+def norm_out(x: torch.Tensor, out: torch.Tensor, weight=None, eps: float = 1e-5, center: bool = True):
+    """``out`` = LayerNorm (``center``) or RMSNorm of ``x`` (times ``weight``, plus a bias), with the
+    LN-rule (denominator held constant, :func:`lrp_utils.rules.norm_rule_on`) when the method has
+    ``norm="const"``."""
+    return norm_rule_on(x, out, weight, eps, center) if current().method.norm == "const" else out
 
 
 def layer_norm(x, weight=None, bias=None, eps=1e-5):
-    """LayerNorm over the last axis; the LN-rule detaches the std (the mean stays live, so the
-    centring is conservative).  ``x [..., D]``."""
-    mean = x.mean(-1, keepdim=True)
-    std = ((x - mean).pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    y = (x - mean) / _norm_const(std, current().method)
-    y = y * weight if weight is not None else y
-    return y + bias if bias is not None else y
+    """LayerNorm over the last axis through :func:`norm_out`.  ``x [..., D]``."""
+    return norm_out(x, F.layer_norm(x, x.shape[-1:], weight, bias, eps), weight, eps, True)
 
 
 def rms_norm(x, weight=None, eps=1e-6):
-    """RMSNorm over the last axis; the LN-rule detaches the root mean square.  ``x [..., D]``."""
-    rms = (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    y = x / _norm_const(rms, current().method)
-    return y * weight if weight is not None else y
+    """RMSNorm over the last axis through :func:`norm_out`.  ``x [..., D]``."""
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return norm_out(x, y * weight if weight is not None else y, weight, eps, False)
+
+
+def gate_in(gate: torch.Tensor) -> torch.Tensor:
+    """The gate of a gated MLP ``act(gate) * up`` as it enters ``act``: a constant under
+    ``gate="const"`` (lxt's CP-LRP), unchanged otherwise."""
+    return stop_grad(gate) if current().method.gate == "const" else gate
+
+
+def gate_act(gate: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = act(gate)``: identity rule under ``gate="uniform"`` (AttnLRP), else as :func:`act_out`."""
+    return identity_on(gate, out) if current().method.gate == "uniform" else act_out(gate, out)
+
+
+def gate_product(p: torch.Tensor) -> torch.Tensor:
+    """The product ``act(gate) * up``: uniform rule (each factor half) under ``gate="uniform"``."""
+    return scale_grad(p, 0.5) if current().method.gate == "uniform" else p
+
+
+def gated(act, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Gated MLP product ``act(gate) * up`` (SwiGLU) through the three gate rules above."""
+    g = gate_in(gate)
+    return gate_product(gate_act(g, act(g)) * up)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

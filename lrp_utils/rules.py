@@ -14,7 +14,7 @@ primitive              backward                                      LRP rule
                                                                      AttnLRP Eq. 7
 ``stop_grad(x)``       ``g -> 0``                                    treat as constant (CP-LRP
                                                                      AH- and LN-rules, Ali 2022)
-``identity_rule(f,x)`` ``g -> g * f(x) / (x + eps)``                 identity rule on element-
+``identity_rule(f,x)`` ``g -> g * f(x) / (x + eps sign(x))``         identity rule on element-
                                                                      wise nonlinearities,
                                                                      AttnLRP Eq. 9
 ``norm_rule_on(x, y)`` value of the norm output ``y``; gradient of   LN-rule (Ali 2022) on an
@@ -29,8 +29,17 @@ from __future__ import annotations
 
 import torch
 
-#: epsilon of the identity rule's division, as in the reference implementation lxt (f(x) / (x + eps)).
+#: stabiliser of the identity rule's division ``f(x) / (x + eps * sign(x))`` (sign(0) = 1), the
+#: sign-aware form of LRP's epsilon rule: the denominator never crosses 0, so a pre-activation of
+#: exactly ``-eps`` cannot divide by zero (lxt adds ``+eps`` whatever the sign).
 IDENTITY_EPS = 1e-10
+
+
+def stabilize(x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    """``x + eps * sign(x)`` with ``sign(0) = 1`` (default ``eps``: :data:`IDENTITY_EPS`): pushed
+    away from 0, never through it."""
+    eps = IDENTITY_EPS if eps is None else eps
+    return torch.where(x >= 0, x + eps, x - eps)
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -70,7 +79,7 @@ class _IdentityRule(torch.autograd.Function):
         # half precision: form the ratio in float32 (1e-10 underflows in fp16 and 0/0 gives NaN,
         # the known fp16 failure of the reference implementation)
         work = torch.float32 if x.dtype in _HALF else x.dtype
-        ctx.save_for_backward(out.to(work) / (x.to(work) + IDENTITY_EPS))
+        ctx.save_for_backward(out.to(work) / stabilize(x.to(work)))
         return out.view_as(out)
 
     @staticmethod
@@ -82,15 +91,16 @@ class _IdentityRule(torch.autograd.Function):
 def identity_rule(fn, x: torch.Tensor) -> torch.Tensor:
     """``fn(x)`` whose backward passes relevance through unchanged: ``R_in = R_out``.
 
-    Implemented as the gradient ``f(x) / (x + eps)`` (Achtibat et al. 2024, Eq. 9), so that
-    ``x * g_x = f(x) * g_out``.  ``fn`` is element-wise; any shape.
+    Implemented as the gradient ``f(x) / (x + eps sign(x))`` (Achtibat et al. 2024, Eq. 9, with the
+    sign-aware stabiliser of :func:`stabilize`), so that ``x * g_x = f(x) * g_out`` up to ``eps``.
+    ``fn`` is element-wise; any shape.
     """
     return identity_on(x, fn(x))
 
 
 def identity_on(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Identity rule for an already computed ``out = f(x)``: the value of ``out``, the gradient
-    ``g_out * out / (x + eps)`` into ``x`` (and none through ``out``'s own graph)."""
+    ``g_out * out / (x + eps sign(x))`` into ``x`` (and none through ``out``'s own graph)."""
     return _IdentityRule.apply(x, out.detach())
 
 

@@ -14,6 +14,7 @@ import html
 import torch
 
 from . import viz
+from .adapters import get_adapter
 from .engine import explain
 
 #: the methods the panel offers (any name ``explain`` accepts works)
@@ -37,12 +38,8 @@ def encode(tokenizer, text: str, device=None):
 
 
 def n_layers(model) -> int:
-    """Number of blocks ``L`` of a Hugging Face model or a ``TinyTransformer``."""
-    cfg = getattr(model, "config", None)
-    for key in ("num_hidden_layers", "n_layer", "n_layers"):
-        if cfg is not None and getattr(cfg, key, None) is not None:
-            return int(getattr(cfg, key))
-    raise ValueError(f"cannot tell the number of layers of {type(model).__name__}")
+    """Number of blocks ``L`` of a supported model (from its adapter)."""
+    return get_adapter(model).n_layers
 
 
 def layer_options(model) -> list[tuple[str, object]]:
@@ -54,11 +51,10 @@ def layer_options(model) -> list[tuple[str, object]]:
 
 def target_name(model, tokenizer, target: int) -> str:
     """Readable name of the explained output: a class label or the predicted next token."""
-    config = getattr(model, "config", None)
-    id2label = getattr(config, "id2label", None) or {}
-    if getattr(config, "is_decoder", False) or "CausalLM" in type(model).__name__:
+    adapter = get_adapter(model)
+    if adapter.task == "causal":
         return f"next token {viz.clean_token(tokenizer.convert_ids_to_tokens([target])[0])!r}"
-    return f"class {id2label.get(target, target)!r}"
+    return f"class {adapter.target_name(tokenizer, target)!r}"
 
 
 def relevance_at(exp, layer) -> torch.Tensor:

@@ -9,7 +9,7 @@ from tolerances import SAME_FUNCTION_F64
 
 from lrp_utils import loo, loo_by_layer
 from lrp_utils.adapters import get_adapter
-from lrp_utils.adapters.base import dense_keep
+from lrp_utils.masks import dense_keep
 from lrp_utils.loo import logits_without, removable
 
 MODELS = HF_KINDS + ["tiny-mean", "tiny-linear-q(kv)", "tiny-causal-rotary"]
@@ -151,7 +151,7 @@ def test_bad_arguments():
     ids = torch.randint(0, 50, (1, 5))
     with pytest.raises(ValueError, match="removal"):
         loo(model, ids, removal="drop")
-    with pytest.raises(ValueError, match="layer must lie in"):
+    with pytest.raises(ValueError, match="layer must be an integer in"):
         loo(model, ids, layer=3)
 
 

@@ -6,6 +6,7 @@ import torch
 
 from lrp_utils import ops, rules
 from lrp_utils.methods import METHODS
+from lrp_utils.reference.rules import layer_norm_const, rms_norm_const
 
 from tolerances import SAME_FUNCTION_F64
 
@@ -51,20 +52,28 @@ def test_fused_attention_equals_explicit_rules(method, mask_kind, n_rep, rotary)
         assert float((fused - explicit).abs().max()) <= SAME_FUNCTION_F64 * scale
 
 
-def test_recording_probabilities_uses_the_explicit_path():
-    """Attention rollout records probabilities; they are the row-stochastic softmax."""
+def test_on_attention_sees_each_call_with_its_probabilities():
+    """The session callback gets q, k, v and the output of every call; its probabilities are the
+    explicit path's row-stochastic softmax; nested sessions inherit the callback."""
     q, k, v = _qkv(1)
-    with ops.session(METHODS["gi"], probs=[]) as s:
-        _, probs = ops.softmax_attention(q, k, v)
-    assert len(s.probs) == 1 and probs is not None
+    calls = []
+    with ops.session(METHODS["gi"], on_attention=calls.append):
+        out, _ = ops.softmax_attention(q, k, v)
+        with ops.session(METHODS["attnlrp"]):
+            ops.softmax_attention(q, k, v)
+    ops.softmax_attention(q, k, v)  # outside: no callback
+    assert len(calls) == 2 and calls[0].out is out and calls[1].method.name == "attnlrp"
+    probs = calls[0].probs()
+    _, explicit = ops.explicit_softmax_attention(q, k, v)
     assert float((probs.sum(-1) - 1).abs().max()) <= SAME_FUNCTION_F64
+    assert float((probs - explicit).abs().max()) <= SAME_FUNCTION_F64
 
 
 @pytest.mark.parametrize("kind", ["layernorm", "rmsnorm"])
 @pytest.mark.parametrize("affine", [True, False])
 def test_fused_norm_rule_equals_the_detached_denominator(kind, affine):
     """``norm_rule_on`` keeps the module's output bits and has the gradient of the norm written
-    out with its std / rms detached (``ops.layer_norm`` / ``ops.rms_norm`` under the LN-rule)."""
+    out with its std / rms detached (the reference formulas ``layer_norm_const`` / ``rms_norm_const``)."""
     g = torch.Generator().manual_seed(5)
     x = (3 * torch.randn(2, 5, 8, generator=g, dtype=torch.float64) + 1).requires_grad_()
     w = 1 + torch.randn(8, generator=g, dtype=torch.float64) if affine else None
@@ -77,8 +86,7 @@ def test_fused_norm_rule_equals_the_detached_denominator(kind, affine):
     out = module(x)
     fused = rules.norm_rule_on(x, out, w, module.eps, center=kind == "layernorm")
     assert torch.equal(fused, out)
-    with ops.session(METHODS["cp-lrp"]):
-        written = ops.layer_norm(x, w, None, module.eps) if kind == "layernorm" else ops.rms_norm(x, w, module.eps)
+    written = layer_norm_const(x, w, None, module.eps) if kind == "layernorm" else rms_norm_const(x, w, module.eps)
     g_fused, g_written = (torch.autograd.grad((y * seed).sum(), x)[0] for y in (fused, written))
     assert float((g_fused - g_written).abs().max()) <= SAME_FUNCTION_F64 * float(g_written.abs().max())
 

@@ -3,7 +3,7 @@
 * additive PE, bias-free, CP rules: sum(tokens) + sum(positions) = logit;
 * RoPE, linear attention (no softmax), bias-free, AttnLRP rules: sum(tokens) + sum(positions) = logit;
 * RoPE, per layer and position: position relevance = 1/2 of the relevance at the rotated q and k
-  (checked against :func:`lrp_utils.positional.rope_reference`, a replica written from the
+  (checked against :func:`lrp_utils.reference.rope_reference`, a replica written from the
   definition that applies the uniform rule at the rotation products itself);
 * CP-LRP with RoPE: positions exactly 0; RoPE as a constant rotation (plain AttnLRP): no positions;
 * additive PE: PA-LRP's token relevance is AttnLRP's, bit for bit (the split only adds a field).
@@ -15,8 +15,8 @@ import torch
 from conftest import HF_KINDS, hf_model, tiny
 from tolerances import EXACT_REL, IDENTITY_RULE_REL, SAME_FUNCTION_F64
 
-from lrp_utils import explain
-from lrp_utils.positional import combined_heatmap, contrast, rope_reference
+from lrp_utils import Explanation, explain
+from lrp_utils.reference import rope_reference
 
 ROPE_SOFTMAX = [dict(), dict(task="causal", n_kv_heads=2, mlp="swiglu", norm="rmsnorm")]
 ROPE_LINEAR = [dict(attention="linear"), dict(attention="linear", task="causal", order="q(kv)", n_kv_heads=2)]
@@ -155,8 +155,7 @@ def test_combined_heatmap_definition(padded_ids):
     exp = explain(model, ids, "pa-lrp", attention_mask=mask)
     heat = exp.tokens + sum(p.abs() for p in exp.positions_by_layer)
     expected = heat / heat.abs().amax(-1, keepdim=True)
-    _close(combined_heatmap(exp), expected, SAME_FUNCTION_F64, 1.0)
-    assert torch.equal(exp.combined(), combined_heatmap(exp))
+    _close(exp.combined(), expected, SAME_FUNCTION_F64, 1.0)
     assert bool((exp.combined().abs().amax(-1) == 1).all())
     add = explain(tiny(), ids, "pa-lrp", attention_mask=mask)  # additive: one position term
     heat = add.tokens + add.positions.abs()
@@ -167,7 +166,7 @@ def test_contrast_is_relevance_of_the_logit_difference(padded_ids):
     model, (ids, mask) = tiny(task="causal", position="learned"), padded_ids
     a = explain(model, ids, "gi", attention_mask=mask, target=3)
     b = explain(model, ids, "gi", attention_mask=mask, target=7)
-    c = contrast(a, b)
+    c = a.contrast(b)
     emb = model.tok_emb(ids).detach().requires_grad_()
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     h = emb + model.pos_emb(pos)
@@ -178,7 +177,7 @@ def test_contrast_is_relevance_of_the_logit_difference(padded_ids):
     _close(c.tokens, (emb * grad).sum(-1) * mask, SAME_FUNCTION_F64)
     _close(c.logit, (z[:, 3] - z[:, 7]).detach(), SAME_FUNCTION_F64)
     assert torch.equal(c.target, a.target) and torch.equal(c.extras["contrast_target"], b.target)
-    cons = contrast(*(explain(tiny(bias=False, task="causal"), ids, "pa-cp-lrp", attention_mask=mask, target=t)
+    cons = Explanation.contrast(*(explain(tiny(bias=False, task="causal"), ids, "pa-cp-lrp", attention_mask=mask, target=t)
                       for t in (3, 7)))
     _close(cons.total, cons.logit, IDENTITY_RULE_REL)  # conservation carries over to the difference
 

@@ -1,30 +1,67 @@
-"""Architecture adapters: :func:`get_adapter` picks the one for a model."""
+"""Architecture adapters: :func:`get_adapter` picks the one for a model; :func:`register_adapter`
+maps a further class onto an existing family."""
 from __future__ import annotations
+
+import importlib
 
 from .base import Adapter, Context
 
-_REGISTRY: dict[str, tuple[str, str]] = {
-    "TinyTransformer": ("tiny", "TinyAdapter"),
-    "BertForSequenceClassification": ("bert", "BertAdapter"),
-    "GPT2LMHeadModel": ("gpt2", "GPT2Adapter"),
-    "LlamaForCausalLM": ("llama", "LlamaAdapter"),
+#: family -> (module, adapter class)
+FAMILIES: dict[str, tuple[str, str]] = {
+    "tiny": ("tiny", "TinyAdapter"),
+    "bert": ("bert", "BertAdapter"),
+    "gpt2": ("gpt2", "GPT2Adapter"),
+    "llama": ("llama", "LlamaAdapter"),
 }
 
-SUPPORTED = tuple(_REGISTRY)
+#: model class name -> family
+_REGISTRY: dict[str, str] = {
+    "TinyTransformer": "tiny",
+    "BertForSequenceClassification": "bert",
+    "GPT2LMHeadModel": "gpt2",
+    "GPT2ForSequenceClassification": "gpt2",
+    "LlamaForCausalLM": "llama",
+    "LlamaForSequenceClassification": "llama",
+}
+
+
+def supported() -> tuple[str, ...]:
+    """The model classes :func:`get_adapter` accepts (by class name)."""
+    return tuple(_REGISTRY)
+
+
+SUPPORTED = supported()
+
+
+def register_adapter(model_class, family: str) -> None:
+    """Map ``model_class`` (a class or its name) onto an existing family (``"bert"``, ``"gpt2"``,
+    ``"llama"``, ``"tiny"``): for a class built from the same parts under the same attribute names,
+    e.g. a subclass or a renamed copy of ``LlamaForCausalLM``."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+    name = model_class if isinstance(model_class, str) else model_class.__name__
+    _REGISTRY[name] = family
+
+
+def family_of(model) -> str | None:
+    """The family of ``model``'s class (or of its nearest registered base class), else None."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in _REGISTRY:
+            return _REGISTRY[cls.__name__]
+    return None
 
 
 def get_adapter(model) -> Adapter:
     """The adapter for ``model``; a clear error listing the supported classes otherwise."""
     if isinstance(model, Adapter):
         return model
-    for cls in type(model).__mro__:
-        if cls.__name__ in _REGISTRY:
-            module, name = _REGISTRY[cls.__name__]
-            mod = __import__(f"{__name__}.{module}", fromlist=[name])
-            return getattr(mod, name)(model)
-    raise TypeError(
-        f"unsupported architecture {type(model).__name__}; supported: {', '.join(SUPPORTED)}"
-    )
+    family = family_of(model)
+    if family is None:
+        raise TypeError(f"unsupported architecture {type(model).__name__}; supported: {', '.join(supported())} "
+                        "(a class built from the same parts as one of them can be added with "
+                        "lrp_utils.adapters.register_adapter(cls, family))")
+    module, name = FAMILIES[family]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)(model)
 
 
-__all__ = ["Adapter", "Context", "get_adapter", "SUPPORTED"]
+__all__ = ["Adapter", "Context", "get_adapter", "register_adapter", "supported", "SUPPORTED", "FAMILIES"]

@@ -2,8 +2,11 @@
 
 An adapter runs a model as ``embed -> block 1 .. block L -> readout`` so that the engine can read
 every residual stream and leave-one-out can restart from any layer.  It also says which modules
-need a rule (norms, activations, gated products) and installs those rules, reversibly, for the
-duration of an explanation.
+need a rule (norms, activations, gated products) and routes them, reversibly and only for the
+duration of a call, into the one interpreter of a method, :mod:`lrp_utils.ops`.
+
+Everything architecture-specific lives here and in the family modules: the read-out (position and
+head), position ids, masks, the layer count, the size of the position table, target names.
 
 Shapes: ``input_ids, attention_mask, position_ids [B, S]``; hidden states ``[B, S, D]``;
 ``keep [B, 1, S, S]`` boolean (True = query i may read key j), an extra mask used by LOO;
@@ -16,12 +19,11 @@ import functools
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
+from .. import checks, masks, ops
 from ..methods import Method
-from ..rules import identity_on, norm_rule_on, scale_grad
-
-ATTN_KEY = "lrp_utils"  # name of our attention function in transformers' AttentionInterface
 
 
 @dataclass
@@ -44,7 +46,8 @@ class Adapter:
     """Base class; subclasses fill in the architecture facts."""
 
     name = "base"
-    task = "classify"  # "classify" or "causal"
+    task = "classify"  # "classify" (class logits) or "causal" (next-token logits)
+    causal = False  # causal self-attention (decoders); decides the read-out position too
     positions = None  # None, "additive" or "rotary"
 
     def __init__(self, model: nn.Module):
@@ -73,6 +76,11 @@ class Adapter:
         raise NotImplementedError
 
     @property
+    def max_positions(self) -> int | None:
+        """Size of a learned / fixed position table (None: no limit, e.g. rotary positions)."""
+        return None
+
+    @property
     def dtype(self) -> torch.dtype:
         return self.word_embeddings.weight.dtype
 
@@ -81,15 +89,53 @@ class Adapter:
         return self.word_embeddings.weight.device
 
     def readout_positions(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Index ``[B]`` of the position whose state is read out (LOO gives it NaN)."""
+        """Index ``[B]`` of the position whose state is read out (LOO gives it NaN): the last token
+        of a decoder (causal LM or decoder classifier), the first token ([CLS]) of an encoder."""
+        return masks.last_positions(attention_mask) if self.causal else masks.first_positions(attention_mask)
+
+    @property
+    def target_kind(self) -> str:
+        """What a target is, for messages: ``"class"`` or ``"token id"``."""
+        return "class" if self.task == "classify" else "token id"
+
+    def position_ids(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        return masks.position_ids(attention_mask)
+
+    def target_name(self, tokenizer, target: int) -> str:
+        """A readable name of an explained output: the class label or the quoted token."""
         if self.task == "causal":
-            return last_positions(attention_mask)
-        return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
+            return repr(tokenizer.decode([int(target)])) if tokenizer is not None else str(int(target))
+        labels = getattr(getattr(self.model, "config", None), "id2label", None) or {}
+        return str(labels.get(int(target), int(target)))
+
+    @functools.cached_property
+    def _block_of(self) -> dict:
+        return {id(m): i for i, blk in enumerate(self.blocks) for m in blk.modules()}
+
+    def block_index(self, module) -> int | None:
+        """Index of the block ``module`` belongs to (None: embeddings or read-out)."""
+        return self._block_of.get(id(module))
+
+    def biased_linears(self) -> list[nn.Module]:
+        """Modules computing ``x W^T + b`` with a bias ``b`` (the audit's bias term)."""
+        return [m for m in self.all_modules if isinstance(m, nn.Linear) and m.bias is not None]
+
+    # -- input checks ---------------------------------------------------------------------------
+    def check_inputs(self, input_ids, attention_mask):
+        """Validated ``(input_ids, attention_mask)`` ``[B, S]`` on the model's device (see
+        :mod:`lrp_utils.checks`)."""
+        ids = checks.input_ids(input_ids, self.word_embeddings.num_embeddings)
+        mask = checks.attention_mask(attention_mask, ids.shape)
+        checks.positions_fit(mask, self.max_positions)
+        if self.dtype == torch.float16 and self.device.type == "cpu":
+            raise TypeError("float16 models are not supported on CPU (half-precision matmuls there are "
+                            "slow and inexact); use model.float(), model.to(torch.bfloat16) or a GPU")
+        return ids.to(self.device), mask.to(self.device)
 
     # -- the forward pass in pieces -----------------------------------------------------------
-    def prepare(self, input_ids, attention_mask) -> Context:
-        position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-        return Context(attention_mask, position_ids)
+    def prepare(self, input_ids, attention_mask, position_ids=None) -> Context:
+        pos = self.position_ids(attention_mask) if position_ids is None else position_ids
+        return Context(attention_mask, pos)
 
     def embed_parts(self, input_ids, ctx: Context) -> dict:
         """``{"tokens": [B,S,D], "positions": [B,S,D] | None, "types": [B,S,D] | None}``."""
@@ -115,14 +161,44 @@ class Adapter:
         """``(cos, sin)`` ``[B, S, head_dim]`` for rotary models, else None."""
         return None
 
-    def forward(self, input_ids, attention_mask) -> torch.Tensor:
-        """Read-out logits ``[B, n_out]`` through the pieces (equals the model's own output)."""
-        ctx = self.prepare(input_ids, attention_mask)
-        h = self.combine(self.embed_parts(input_ids, ctx))
+    def start(self, input_ids, attention_mask, position_ids=None, parts: dict | None = None,
+              leaves: bool = False):
+        """The prefix every pass shares: ``(parts, h0, ctx)``: the embedding parts (``parts``
+        overrides some of them, e.g. the token embeddings IG integrates over; ``leaves``: detached
+        copies that require grad, the inputs of an explanation; absent parts dropped), their
+        combination ``h0`` (input of block 1) and the context with RoPE tables."""
+        ctx = self.prepare(input_ids, attention_mask, position_ids)
+        parts = {**self.embed_parts(input_ids, ctx), **(parts or {})}
+        if leaves:
+            parts = {k: v.detach().requires_grad_() for k, v in parts.items() if v is not None}
+        h = self.combine(parts)
         ctx.rope = self.rope_tables(h, ctx)
-        for i in range(self.n_layers):
-            h = self.block(i, h, ctx)
-        return self.readout(h, ctx)
+        return parts, h, ctx
+
+    def run(self, h, ctx: Context, begin: int = 0, end: int | None = None, keep=None, ropes=None,
+            states: list | None = None, checkpoint: bool = False) -> torch.Tensor:
+        """Blocks ``begin+1 .. end`` (default: to the last) on ``h``; ``states`` (a list) collects
+        every block's output; ``ropes``: per-layer ``(cos, sin)`` (PA-LRP's leaves); ``checkpoint``
+        recomputes each block in the backward pass (``torch.utils.checkpoint``)."""
+        for i in range(begin, self.n_layers if end is None else end):
+            rope = ropes[i] if ropes else None
+            if checkpoint:
+                h = torch.utils.checkpoint.checkpoint(self._block_fn(i, ctx, keep), h, rope, use_reentrant=False)
+            else:
+                h = self.block(i, h, ctx, keep=keep, rope=rope)
+            if states is not None:
+                states.append(h)
+        return h
+
+    def _block_fn(self, index, ctx, keep):
+        return lambda h, rope: self.block(index, h, ctx, keep=keep, rope=rope)
+
+    def forward(self, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+        """Read-out logits ``[B, n_out]`` through the pieces (equals the model's own output);
+        ``position_ids`` overrides the positions counted from the mask (a shortened sequence that
+        keeps its tokens' original positions)."""
+        _, h, ctx = self.start(input_ids, attention_mask, position_ids)
+        return self.readout(self.run(h, ctx), ctx)
 
     # -- rules ----------------------------------------------------------------------------------
     def norm_modules(self) -> list[nn.Module]:
@@ -140,24 +216,33 @@ class Adapter:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def rules(self, method: Method):
-        """Install ``method``'s rules on the model's modules; always removes them on exit."""
+    def rules(self):
+        """Route the labelled modules (norms, activations, gates) into :mod:`lrp_utils.ops`, which
+        applies the active session's method; always removes the hooks on exit."""
         handles = []
         try:
-            if method.norm == "const":
-                handles += [m.register_forward_hook(self._norm_hook) for m in self.norm_modules()]
-            if method.act == "identity":
-                handles += [m.register_forward_hook(_identity_hook) for m in self.activation_modules()]
+            handles += [m.register_forward_hook(self._norm_hook) for m in self.norm_modules()]
+            handles += [m.register_forward_hook(_act_hook) for m in self.activation_modules()]
             for act, consumer in self.gate_modules():
-                handles += _gate_hooks(method.gate, act, consumer)
+                handles += [act.register_forward_pre_hook(_gate_in_hook), act.register_forward_hook(_gate_act_hook),
+                            consumer.register_forward_pre_hook(_gate_product_hook)]
             with self.attention_function():
                 yield
         finally:
             for h in handles:
                 h.remove()
 
+    @contextlib.contextmanager
+    def session(self, method: Method, **session_kwargs):
+        """Everything one call needs, reversibly: eval mode, the rules routed into
+        :mod:`lrp_utils.ops`, and an ops session with ``method`` (``on_attention=...`` passes on)."""
+        rotary = method.positions and self.positions == "rotary"
+        with checks.frozen(self.all_modules), self.rules(), \
+                ops.session(method, rotary_positions=rotary, **session_kwargs) as s:
+            yield s
+
     def _norm_hook(self, module, inputs, output):
-        return norm_rule_on(inputs[0], output, *self.norm_params(module))
+        return ops.norm_out(inputs[0], output, *self.norm_params(module))
 
     @contextlib.contextmanager
     def attention_function(self):
@@ -165,35 +250,17 @@ class Adapter:
         yield
 
 
-def _identity_hook(module, inputs, output):
-    return identity_on(inputs[0], output)
+def _act_hook(module, inputs, output):
+    return ops.act_out(inputs[0], output)
 
 
-def _gate_hooks(rule: str, act: nn.Module, consumer: nn.Module) -> list:
-    if rule == "uniform":
-        return [act.register_forward_hook(_identity_hook),
-                consumer.register_forward_pre_hook(lambda m, a: (scale_grad(a[0], 0.5), *a[1:]))]
-    if rule == "const":
-        return [act.register_forward_pre_hook(lambda m, a: (a[0].detach(), *a[1:]))]
-    return []
+def _gate_in_hook(module, args):
+    return (ops.gate_in(args[0]), *args[1:])
 
 
-def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """``[B]`` index of the last non-padding position (right or left padding)."""
-    S = attention_mask.shape[1]
-    return S - 1 - attention_mask.long().flip(1).argmax(1)
+def _gate_act_hook(module, inputs, output):
+    return ops.gate_act(inputs[0], output)
 
 
-def additive_mask(keep: torch.Tensor, dtype) -> torch.Tensor:
-    """Boolean ``keep`` -> additive float mask (0 where kept, ``finfo.min`` elsewhere)."""
-    zero = torch.zeros((), dtype=dtype, device=keep.device)
-    return torch.where(keep, zero, torch.finfo(dtype).min)
-
-
-def dense_keep(attention_mask, causal: bool, keep=None) -> torch.Tensor:
-    """Boolean ``[B, 1, S, S]``: key padding, causality and an optional extra ``keep``."""
-    B, S = attention_mask.shape
-    m = attention_mask.bool()[:, None, None, :].expand(B, 1, S, S)
-    if causal:
-        m = m & torch.ones(S, S, dtype=torch.bool, device=m.device).tril()
-    return m & keep if keep is not None else m
+def _gate_product_hook(module, args):
+    return (ops.gate_product(args[0]), *args[1:])

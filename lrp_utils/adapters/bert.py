@@ -1,5 +1,9 @@
 """Adapter for ``BertForSequenceClassification`` (BERT, MiniLM): learned absolute positions and
-token types added to the word embeddings, post-LN blocks, [CLS] pooler (dense + tanh)."""
+token types added to the word embeddings, post-LN blocks, [CLS] pooler (dense + tanh).
+
+The read-out is the first token of each row ([CLS]), also when the batch is left-padded: the
+explained logit is the model's output on the unpadded sentence (Hugging Face's own forward reads
+position 0, which is padding in a left-padded row)."""
 from __future__ import annotations
 
 import torch
@@ -26,11 +30,11 @@ class BertAdapter(HFAdapter):
         return self.bert.embeddings.word_embeddings
 
     @property
-    def n_outputs(self):
-        return self.model.config.num_labels
+    def max_positions(self):
+        return self.config.max_position_embeddings
 
-    def prepare(self, input_ids, attention_mask) -> Context:
-        ctx = super().prepare(input_ids, attention_mask)
+    def prepare(self, input_ids, attention_mask, position_ids=None) -> Context:
+        ctx = super().prepare(input_ids, attention_mask, position_ids)
         ctx.token_type_ids = torch.zeros_like(input_ids)
         return ctx
 
@@ -48,7 +52,8 @@ class BertAdapter(HFAdapter):
         return self.blocks[index](h, attention_mask=self.mask(ctx, keep))
 
     def readout(self, h, ctx, removed=None):
-        pooled = self.bert.pooler(h) if self.bert.pooler is not None else h[:, 0]
+        cls = self.gather(h, ctx)[:, None]  # [B, 1, D]: the pooler reads position 0 of what it gets
+        pooled = self.bert.pooler(cls) if self.bert.pooler is not None else cls[:, 0]
         return self.model.classifier(self.model.dropout(pooled))
 
     def norm_modules(self):

@@ -1,5 +1,6 @@
-"""Adapter for ``GPT2LMHeadModel``: learned positions added to the token embeddings, pre-LN
-blocks, final LayerNorm, next-token logits at the last non-padding position."""
+"""Adapter for ``GPT2LMHeadModel`` and ``GPT2ForSequenceClassification``: learned positions added
+to the token embeddings, pre-LN blocks, final LayerNorm; next-token logits (LM head) or class
+logits (``score`` head) at the last non-padding position."""
 from __future__ import annotations
 
 import torch
@@ -9,9 +10,13 @@ from .hf import HFAdapter
 
 class GPT2Adapter(HFAdapter):
     name = "gpt2"
-    task = "causal"
     causal = True
     positions = "additive"
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.head = model.lm_head if hasattr(model, "lm_head") else model.score
+        self.task = "causal" if hasattr(model, "lm_head") else "classify"
 
     @property
     def blocks(self):
@@ -22,8 +27,8 @@ class GPT2Adapter(HFAdapter):
         return self.model.transformer.wte
 
     @property
-    def n_outputs(self):
-        return self.model.config.vocab_size
+    def max_positions(self):
+        return self.config.n_positions
 
     def embed_parts(self, input_ids, ctx):
         t = self.model.transformer
@@ -36,7 +41,7 @@ class GPT2Adapter(HFAdapter):
         return self.blocks[index](h, attention_mask=self.mask(ctx, keep))
 
     def readout(self, h, ctx, removed=None):
-        return self.model.lm_head(self.model.transformer.ln_f(self.gather_last(h, ctx)))
+        return self.head(self.model.transformer.ln_f(self.gather(h, ctx)))
 
     def norm_modules(self):
         return [m for m in self.all_modules if isinstance(m, torch.nn.LayerNorm)]

@@ -12,16 +12,19 @@ import contextlib
 
 import torch
 from transformers import AttentionInterface
+from transformers.pytorch_utils import Conv1D
 
-from .. import ops
-from .base import ATTN_KEY, Adapter, additive_mask, dense_keep, last_positions
+from .. import masks, ops
+from .base import Adapter
+
+ATTN_KEY = "lrp_utils"  # name of our attention function in transformers' AttentionInterface
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Drop-in for HF ``eager_attention_forward``: ``q [B,H,S,D]``, ``k, v [B,Hkv,S,D]`` ->
-    ``(out [B,S,H,D], probs)``; dropout is ignored (explanations run in eval mode)."""
+    ``(out [B,S,H,D], None)``; dropout is ignored (explanations run in eval mode)."""
     n_rep = getattr(module, "num_key_value_groups", 1)
-    out, probs = ops.softmax_attention(query, key, value, attention_mask, scaling, n_rep)
+    out, probs = ops.softmax_attention(query, key, value, attention_mask, scaling, n_rep, module=module)
     return out.transpose(1, 2).contiguous(), probs
 
 
@@ -29,13 +32,19 @@ AttentionInterface.register(ATTN_KEY, _attention)
 
 
 class HFAdapter(Adapter):
-    """Common parts of the BERT, GPT-2 and LLaMA adapters."""
-
-    causal = False
+    """Common parts of the Hugging Face adapters."""
 
     def mask(self, ctx, keep=None) -> torch.Tensor:
         """Additive ``[B, 1, S, S]`` mask in the model dtype (padding, causality, extra keep)."""
-        return additive_mask(dense_keep(ctx.attention_mask, self.causal, keep), self.dtype)
+        return masks.additive(masks.dense_keep(ctx.attention_mask, self.causal, keep), self.dtype)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def n_outputs(self):
+        return self.config.num_labels if self.task == "classify" else self.config.vocab_size
 
     def _configs(self):
         seen = {}
@@ -62,6 +71,9 @@ class HFAdapter(Adapter):
             return module.weight, module.eps, True
         return module.weight, getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6)), False
 
-    def gather_last(self, h, ctx) -> torch.Tensor:
-        """``[B, S, D] -> [B, D]`` at the last non-padding position."""
-        return h[torch.arange(h.shape[0], device=h.device), last_positions(ctx.attention_mask)]
+    def biased_linears(self):
+        return [m for m in self.all_modules if isinstance(m, (torch.nn.Linear, Conv1D)) and m.bias is not None]
+
+    def gather(self, h, ctx) -> torch.Tensor:
+        """``[B, S, D] -> [B, D]`` at the read-out position."""
+        return h[torch.arange(h.shape[0], device=h.device), self.readout_positions(ctx.attention_mask)]

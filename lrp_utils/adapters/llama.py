@@ -1,5 +1,6 @@
-"""Adapter for ``LlamaForCausalLM`` (LLaMA, SmolLM2): rotary positions, grouped-query attention,
-RMSNorm, gated SiLU MLP, next-token logits at the last non-padding position."""
+"""Adapter for ``LlamaForCausalLM`` and ``LlamaForSequenceClassification`` (LLaMA, SmolLM2):
+rotary positions, grouped-query attention, RMSNorm, gated SiLU MLP; next-token logits (LM head) or
+class logits (``score`` head) at the last non-padding position."""
 from __future__ import annotations
 
 from .hf import HFAdapter
@@ -7,9 +8,13 @@ from .hf import HFAdapter
 
 class LlamaAdapter(HFAdapter):
     name = "llama"
-    task = "causal"
     causal = True
     positions = "rotary"
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.head = model.lm_head if hasattr(model, "lm_head") else model.score
+        self.task = "causal" if hasattr(model, "lm_head") else "classify"
 
     @property
     def blocks(self):
@@ -18,10 +23,6 @@ class LlamaAdapter(HFAdapter):
     @property
     def word_embeddings(self):
         return self.model.model.embed_tokens
-
-    @property
-    def n_outputs(self):
-        return self.model.config.vocab_size
 
     def embed_parts(self, input_ids, ctx):
         return {"tokens": self.model.model.embed_tokens(input_ids), "positions": None}
@@ -34,7 +35,7 @@ class LlamaAdapter(HFAdapter):
                                   position_embeddings=rope if rope is not None else ctx.rope)
 
     def readout(self, h, ctx, removed=None):
-        return self.model.lm_head(self.model.model.norm(self.gather_last(h, ctx)))
+        return self.head(self.model.model.norm(self.gather(h, ctx)))
 
     def norm_modules(self):
         return [m for m in self.all_modules if type(m).__name__.endswith("RMSNorm")]

@@ -1,5 +1,6 @@
-"""Adapter for the package's own :class:`~lrp_utils.models.TinyTransformer` (rules come through
-:mod:`lrp_utils.ops` directly, so no hooks are needed)."""
+"""Adapter for the package's own :class:`~lrp_utils.models.TinyTransformer`.  Its modules call
+:mod:`lrp_utils.ops` directly (the same interpreter the Hugging Face hooks call), so no hooks
+are needed."""
 from __future__ import annotations
 
 from .base import Adapter
@@ -12,6 +13,7 @@ class TinyAdapter(Adapter):
         super().__init__(model)
         cfg = model.config
         self.task = cfg.task
+        self.causal = cfg.task == "causal"
         self.positions = {"learned": "additive", "sinusoidal": "additive", "rotary": "rotary"}.get(cfg.position)
 
     @property
@@ -26,6 +28,13 @@ class TinyAdapter(Adapter):
     def n_outputs(self):
         cfg = self.model.config
         return cfg.n_classes if cfg.task == "classify" else cfg.vocab_size
+
+    @property
+    def max_positions(self):
+        return self.model.config.max_len if self.positions == "additive" else None
+
+    def target_name(self, tokenizer, target):
+        return str(int(target)) if tokenizer is None else super().target_name(tokenizer, target)
 
     def embed_parts(self, input_ids, ctx):
         return self.model.embed_parts(input_ids, ctx.position_ids)

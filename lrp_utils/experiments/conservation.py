@@ -18,9 +18,9 @@
   - ``other``: the rest: LayerNorm's beta, the position / token-type share at the embeddings,
     non-conservative rules of GI (LayerNorm std, activations), and rounding.
 
-The softmax and product terms are read by wrapping the attention function that
-:mod:`lrp_utils.adapters.hf` registers for Hugging Face models (restored on exit), so the audit
-supports Hugging Face models (BERT, GPT-2, LLaMA), not ``TinyTransformer``.
+The softmax and product terms are read through the ``on_attention`` callback of
+:func:`lrp_utils.ops.session` (every softmax attention reports its q, k, v and output), the bias
+terms through forward hooks on the adapter's ``biased_linears()``; both are removed on exit.
 """
 from __future__ import annotations
 
@@ -29,17 +29,13 @@ import contextlib
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from tqdm.auto import tqdm
-from transformers import AttentionInterface
 
 from .. import metrics, ops
 from ..adapters import get_adapter
-from ..adapters.base import ATTN_KEY
 from ..batching import length_batches
 from ..engine import explain
 from ..methods import get_method
-from ..models import TinyTransformer
 
 
 def layer_sums(model, input_ids, attention_mask, methods, target=None, batch_size: int = 16,
@@ -95,11 +91,12 @@ class _Recorder:
     """Collects per-example absorbed relevance ``[B]`` per stage while one explanation runs."""
 
     def __init__(self, adapter):
-        self.block_of = {mod: i for i, blk in enumerate(adapter.blocks) for mod in blk.modules()}
+        self.adapter = adapter
         self.terms: dict = {}
 
     def add(self, term, module, value):
-        key = (term, self.block_of.get(module, "readout"))
+        block = self.adapter.block_index(module)
+        key = (term, "readout" if block is None else block)
         self.terms[key] = self.terms.get(key, 0) + value.detach().double().cpu()
 
     def linear_hook(self, module, inputs, out):
@@ -107,44 +104,32 @@ class _Recorder:
             dims = tuple(range(1, out.dim()))
             out.register_hook(lambda g: self.add("bias", module, (g * module.bias).sum(dims)))
 
-    def attention(self, original):
-        def wrapped(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-            out, probs = original(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-            if out.requires_grad:
-                m, n_rep = ops.current().method, getattr(module, "num_key_value_groups", 1)
-                saved = [t.detach() for t in (query, key, value)]
-                out.register_hook(lambda g: self.add_attention(module, g, *saved, attention_mask, scaling, n_rep, m))
-            return out, probs
-        return wrapped
+    def attention(self, call: ops.AttentionCall):
+        """``on_attention`` callback: softmax and product terms from the gradient ``g`` at the
+        attention output (scores and probabilities recomputed from q, k by the call)."""
+        if call.out.requires_grad:
+            x, p, v = call.scores(), call.probs(), ops.repeat_kv(call.v.detach(), call.n_rep)
+            call.out.register_hook(lambda g: self.add_attention(call, g, x, p, v))
 
-    def add_attention(self, module, g, q, k, v, mask, scaling, n_rep, m):
-        """Softmax and product terms from the gradient ``g [B, S, H, D]`` at the attention output
-        (scores and probabilities recomputed from q, k: the fast attention does not keep them)."""
-        g = g.transpose(1, 2).to(q.dtype)  # [B, H, S, D]
-        k, v = ops.repeat_kv(k, n_rep), ops.repeat_kv(v, n_rep)
-        scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
-        x = ops.apply_mask(torch.matmul(q, k.transpose(-1, -2)) * scaling, mask)
-        p = torch.softmax(x, dim=-1)
+    def add_attention(self, call, g, x, p, v):
+        m = call.method
         out = torch.matmul(p, v)
         gp = m.attn * torch.matmul(g, v.transpose(-1, -2))  # gradient reaching the probabilities
         gx = p * (gp - (p * gp).sum(-1, keepdim=True))  # through the softmax (Taylor rule)
         r_out, r_p = (out * g).sum((1, 2, 3)), (p * gp).sum((1, 2, 3))
         r_x = torch.where(p > 0, x * gx, torch.zeros_like(x)).sum((1, 2, 3))
-        self.add("softmax", module, r_p - r_x)
-        self.add("products", module, -(m.attn + m.value - 1) * r_out - (2 * m.qk - 1) * r_x)
+        self.add("softmax", call.module, r_p - r_x)
+        self.add("products", call.module, -(m.attn + m.value - 1) * r_out - (2 * m.qk - 1) * r_x)
 
 
 @contextlib.contextmanager
-def _recording(model):
-    rec = _Recorder(get_adapter(model))
-    handles = [mod.register_forward_hook(rec.linear_hook) for mod in model.modules()
-               if (isinstance(mod, nn.Linear) or type(mod).__name__ == "Conv1D") and mod.bias is not None]
-    original = AttentionInterface._global_mapping[ATTN_KEY]
-    AttentionInterface.register(ATTN_KEY, rec.attention(original))
+def _recording(adapter):
+    rec = _Recorder(adapter)
+    handles = [mod.register_forward_hook(rec.linear_hook) for mod in adapter.biased_linears()]
     try:
-        yield rec
+        with ops.session(on_attention=rec.attention):
+            yield rec
     finally:
-        AttentionInterface.register(ATTN_KEY, original)
         for h in handles:
             h.remove()
 
@@ -160,15 +145,13 @@ def absorption_audit(model, input_ids, attention_mask, method: str = "attnlrp", 
     for shares. Hugging Face models only.
     """
     adapter = get_adapter(model)
-    if isinstance(model, TinyTransformer):
-        raise TypeError("absorption_audit supports Hugging Face models only (not TinyTransformer)")
     if get_method(method).positions:
         raise ValueError("absorption_audit does not split position relevance; use a method without it")
     n, L = len(input_ids), adapter.n_layers
     tgt = None if target is None else torch.as_tensor(target).long().reshape(-1).expand(n)
     frames = []
     for idx, cols in tqdm(list(length_batches(attention_mask, batch_size)), desc=f"audit {method}", disable=not progress):
-        with _recording(model) as rec:
+        with _recording(adapter) as rec:
             exp = explain(model, input_ids[idx, cols].to(adapter.device), method, target=None if tgt is None else tgt[idx],
                           attention_mask=attention_mask[idx, cols].to(adapter.device))
         sums = [s.double() for s in exp.layer_sums()]

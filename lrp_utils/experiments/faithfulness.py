@@ -25,12 +25,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .. import metrics
+from .. import masks, metrics
 from ..adapters import get_adapter
 from ..batching import length_batches
 from ..engine import explain
 from ..loo import removable
-from ..models import TinyTransformer
+from ..methods import METHODS
 
 PROTOCOLS = ("ali", "morf_lerf")
 REMOVALS = ("mask", "unk")
@@ -184,7 +184,7 @@ class RemovalScorer:
     def _inputs(self, ex, removed):
         """Model inputs of the removal sets: ids, mask, original position ids (``[m, S]``)."""
         ids, mask = self.ids[ex], self.mask[ex]
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        pos = masks.position_ids(mask)
         if self.removal == "unk":
             return ids.masked_fill(removed, int(self.unk_id)), mask, pos
         kept = mask.bool() & ~removed
@@ -192,22 +192,14 @@ class RemovalScorer:
         return ids.gather(1, order), kept.gather(1, order).long(), pos.gather(1, order)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def readout_logits(model, ids, mask, pos=None) -> torch.Tensor:
-    """Read-out logits ``[b, n_out]`` of right-padded inputs ``[b, S]``, with explicit position ids
-    ``pos [b, S]`` if given (a shortened sequence keeps its tokens' original positions)."""
+    """Read-out logits ``[b, n_out]`` of inputs ``[b, S]``, with explicit position ids ``pos [b, S]``
+    if given (a shortened sequence keeps its tokens' original positions)."""
     adapter = get_adapter(model)
     dev = adapter.device
-    ids, mask = ids.to(dev), mask.to(dev)
-    pos = (mask.long().cumsum(1) - 1).clamp(min=0) if pos is None else pos.to(dev)
-    rows, last = torch.arange(len(ids), device=dev), mask.long().sum(1) - 1
-    if isinstance(model, TinyTransformer):
-        out = model(ids, mask, pos)
-        return out[rows, last] if out.dim() == 3 else out
-    if adapter.task == "classify":
-        return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
-    h = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
-    return model.get_output_embeddings()(h[rows, last])
+    with adapter.session(METHODS["gi"]):
+        return adapter.forward(ids.to(dev), mask.to(dev), None if pos is None else pos.to(dev))
 
 
 @dataclass

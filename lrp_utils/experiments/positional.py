@@ -29,7 +29,6 @@ from ..batching import length_batches
 from ..engine import explain
 from ..explanation import Explanation
 from ..loo import removable
-from ..positional import contrast
 from .faithfulness import RemovalScorer, readout_logits
 
 #: method pairs compared throughout: (without positions, with positions)
@@ -167,13 +166,13 @@ def _explain_one(model, ids, mask, method, target, contrast_ids):
     exp = explain(model, ids, method, target=target, attention_mask=mask)
     if contrast_ids is None:
         return exp
-    return contrast(exp, explain(model, ids, method, target=contrast_ids, attention_mask=mask))
+    return exp.contrast(explain(model, ids, method, target=contrast_ids, attention_mask=mask))
 
 
 def explain_task(model, task: Task, methods, batch_size: int = 16, progress: bool = True) -> dict:
     """``{method: Explanation}`` for every example of ``task`` (fields ``[n, S]``, 0 at padding),
     in length-sorted batches.  With ``task.contrast`` the explanation is that of ``logit[target] -
-    logit[contrast]`` (:func:`lrp_utils.positional.contrast`).  With ``task.target`` None the first
+    logit[contrast]`` (:meth:`lrp_utils.Explanation.contrast`).  With ``task.target`` None the first
     method explains the model's own argmax and the other methods explain the same targets (read
     them from ``out[method].target``; this saves :func:`set_targets`' forward pass)."""
     dev = get_adapter(model).device
@@ -508,9 +507,9 @@ def take(exp: Explanation, n: int) -> Explanation:
 
 
 def reference_explanation(model, input_ids, attention_mask=None, target=None) -> Explanation:
-    """:func:`lrp_utils.positional.rope_reference` (PA-LRP for a rotary TinyTransformer, written
+    """:func:`lrp_utils.reference.rope_reference` (PA-LRP for a rotary TinyTransformer, written
     from the definition) as an :class:`Explanation` (``method="pa-lrp (reference)"``)."""
-    from ..positional import rope_reference
+    from ..reference import rope_reference
 
     ref = rope_reference(model, input_ids, attention_mask, target)
     by_layer = ref["positions_by_layer"]

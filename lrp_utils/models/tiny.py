@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ops
+from .. import masks, ops
 
 
 @dataclass
@@ -80,11 +80,7 @@ class Mask:
 
     def dense(self) -> torch.Tensor:
         """The full boolean mask ``[B, 1, S, S]``."""
-        B, S = self.key_keep.shape
-        m = self.key_keep[:, None, None, :].expand(B, 1, S, S)
-        if self.causal:
-            m = m & torch.ones(S, S, dtype=torch.bool, device=m.device).tril()
-        return m & self.keep if self.keep is not None else m
+        return masks.dense_keep(self.key_keep, self.causal, self.keep)
 
 
 class Norm(nn.Module):
@@ -124,7 +120,7 @@ class Attention(nn.Module):
             q, k = ops.rope(q, *rope), ops.rope(k, *rope)
         c = self.cfg
         if c.attention == "softmax":
-            out, _ = ops.softmax_attention(q, k, v, mask.dense(), n_rep=self.n_rep)
+            out, _ = ops.softmax_attention(q, k, v, mask.dense(), n_rep=self.n_rep, module=self)
         else:
             out = ops.linear_attention(q, k, v, mask.key_keep, mask.causal, mask.keep, c.order,
                                        c.feature_map, c.normalize, n_rep=self.n_rep)
@@ -207,14 +203,15 @@ class TinyTransformer(nn.Module):
         return Mask(attention_mask.bool(), causal=self.config.task == "causal")
 
     def readout(self, h, attention_mask, keep=None):
-        """Logits ``[B, n_out]`` of the read-out position (classify: [CLS] or masked mean over
-        ``attention_mask & keep``; causal: last non-padding position)."""
+        """Logits ``[B, n_out]`` of the read-out position (classify: [CLS], the first token of each
+        row whichever side the padding is on, or the masked mean over ``attention_mask & keep``;
+        causal: the last token)."""
         h = self.norm_f(h)
+        rows = torch.arange(h.shape[0], device=h.device)
         if self.config.task == "causal":
-            last = h.shape[1] - 1 - attention_mask.long().flip(1).argmax(1)
-            return self.head(h[torch.arange(h.shape[0]), last])
+            return self.head(h[rows, masks.last_positions(attention_mask)])
         if self.config.readout == "cls":
-            return self.head(h[:, 0])
+            return self.head(h[rows, masks.first_positions(attention_mask)])
         w = attention_mask.to(h.dtype) if keep is None else (attention_mask.bool() & keep).to(h.dtype)
         return self.head((h * w[..., None]).sum(1) / w.sum(1, keepdim=True))
 
@@ -223,7 +220,7 @@ class TinyTransformer(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
-            position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+            position_ids = masks.position_ids(attention_mask)
         parts = self.embed_parts(input_ids, position_ids)
         h = parts["tokens"] + (parts["positions"] if parts["positions"] is not None else 0)
         mask, rope = self.make_mask(attention_mask), self.rope_tables(position_ids, h.dtype)

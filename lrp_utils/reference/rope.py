@@ -1,44 +1,13 @@
-"""Helpers for positional-aware LRP (Bakish et al. 2025)."""
+"""The PA-LRP reference for rotary positions (Bakish et al. 2025), written from the definition:
+the rotation ``q' = q cos + rot(q) sin`` computed here with the uniform rule on each product, every
+layer with its own leaf copy of ``(cos, sin)``; independent of the engine's rotation rule."""
 from __future__ import annotations
 
 import torch
 
-
-def combined_heatmap(exp) -> torch.Tensor:
-    """Display map of the authors: token relevance + sum over layers of |position relevance|,
-    divided by the max |value| per example.  ``[B, S]``.  For display only: conservation checks
-    use the signed, un-normalised ``exp.tokens`` and ``exp.positions``."""
-    pos = exp.positions_by_layer or ([exp.positions] if exp.positions is not None else [])
-    heat = exp.tokens + sum((p.abs() for p in pos), torch.zeros_like(exp.tokens))
-    scale = heat.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(heat.dtype).tiny)
-    return heat / scale
-
-
-def contrast(a, b):
-    """Explanation of the logit *difference* ``logit_a - logit_b`` from two explanations of the same
-    inputs with the same method (e.g. the tokens " positive" and " negative" of a causal LM).
-
-    Modified-gradient relevance is linear in the output seed (the forward pass, hence every rule's
-    local factor, does not depend on the target), so the relevance of ``z_a - z_b`` is the
-    difference of the two relevances, field by field.  ``target`` keeps ``a``'s; the other target
-    is stored in ``extras["contrast_target"]``.  All fields ``[B, S]`` (lists of them per layer).
-    """
-    from .explanation import Explanation
-
-    def diff(x, y):
-        if x is None or y is None:
-            return None
-        if isinstance(x, (list, tuple)):
-            return [u - v for u, v in zip(x, y)]
-        return x - y
-
-    return Explanation(
-        tokens=a.tokens - b.tokens, positions=diff(a.positions, b.positions),
-        layers=diff(a.layers, b.layers), logit=a.logit - b.logit, target=a.target, method=a.method,
-        token_types=diff(a.token_types, b.token_types),
-        positions_by_layer=diff(a.positions_by_layer, b.positions_by_layer),
-        extras={"contrast_target": b.target},
-    )
+from .. import checks, masks, ops
+from ..methods import METHODS
+from ..rules import scale_grad
 
 
 def rope_reference(model, input_ids, attention_mask=None, target=None, positional: bool = True) -> dict:
@@ -57,10 +26,6 @@ def rope_reference(model, input_ids, attention_mask=None, target=None, positiona
     ``[B, S]``: relevance ``q' * g + k' * g`` at the rotated query and key, summed over heads and
     features, ``g`` being the gradient the attention's rules deliver to them), ``logit [B]``.
     """
-    from . import ops
-    from .methods import METHODS
-    from .rules import scale_grad
-
     cfg = model.config
     if cfg.position != "rotary":
         raise ValueError(f"rope_reference needs a rotary TinyTransformer, got position={cfg.position!r}")
@@ -72,7 +37,7 @@ def rope_reference(model, input_ids, attention_mask=None, target=None, positiona
         return half(x * cos.unsqueeze(1)) + half(ops.rotate_half(x) * sin.unsqueeze(1))
 
     with torch.enable_grad(), ops.session(METHODS["attnlrp"]):
-        position_ids = (mask.long().cumsum(1) - 1).clamp(min=0)
+        position_ids = masks.position_ids(mask)
         tok = model.embed_parts(ids, position_ids)["tokens"].detach().requires_grad_()
         table = model.rope_tables(position_ids, tok.dtype)
         att_mask = model.make_mask(mask)
@@ -94,7 +59,7 @@ def rope_reference(model, input_ids, attention_mask=None, target=None, positiona
             h = h + a.o(out.transpose(1, 2).reshape(B, S, -1))
             h = h + block.mlp(block.norm2(h)) if block.mlp is not None else h
         logits = model.readout(h, mask)
-        target = logits.detach().argmax(-1) if target is None else torch.as_tensor(target).reshape(-1).expand(B)
+        target = checks.resolve_target(logits, checks.per_example(target, B))
         logit = logits.gather(1, target[:, None].to(logits.device))[:, 0]
         grads = torch.autograd.grad(logit.sum(), [tok, *tables, *rotated])
     keep = mask.to(tok.dtype)

@@ -1,0 +1,52 @@
+"""Everything derived from an attention mask, in one place.
+
+Conventions: ``attention_mask [B, S]`` with 1 = token, 0 = padding, padding on the left or on the
+right (never in the middle: :func:`lrp_utils.checks.check_mask` refuses holes); boolean ``keep``
+masks ``[B, 1, S, S]`` say whether query ``i`` may read key ``j`` (True = may read).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, S]`` position ids counted over the tokens only: 0 at the first token whichever side
+    the padding is on (padding positions get 0 too; nothing reads them)."""
+    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+
+
+def last_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` index of the last token (right or left padding)."""
+    S = attention_mask.shape[1]
+    return S - 1 - attention_mask.long().flip(1).argmax(1)
+
+
+def first_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B]`` index of the first token (0 with right padding; the [CLS] of a left-padded row)."""
+    return attention_mask.long().argmax(1)
+
+
+def left_padded(attention_mask: torch.Tensor) -> bool:
+    """True if any row has padding before its first token."""
+    return bool((first_positions(attention_mask) > 0).any())
+
+
+def dense_keep(attention_mask: torch.Tensor, causal: bool, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean ``[B, 1, S, S]``: key padding, causality (query ``i`` reads keys ``j <= i``) and an
+    optional extra ``keep`` (leave-one-out's removals), combined."""
+    B, S = attention_mask.shape
+    m = attention_mask.bool()[:, None, None, :].expand(B, 1, S, S)
+    if causal:
+        m = m & torch.ones(S, S, dtype=torch.bool, device=m.device).tril()
+    return m & keep if keep is not None else m
+
+
+def additive(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    """A boolean mask (True = may attend) as an additive one in ``dtype``: 0 where kept,
+    ``finfo.min`` elsewhere (finite, so a query that may read nothing averages uniformly instead of
+    giving NaN).  Float masks are taken as additive already and cast; ``None`` stays ``None``."""
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask.to(dtype)
