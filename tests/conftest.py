@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel,
-                          LlamaConfig, LlamaForCausalLM)
-
-from lrp_utils.models import TinyConfig, TinyTransformer
+from archs import ARCHS, arch_model, tiny  # noqa: F401 (re-exported for the test modules)
 
 torch.set_num_threads(1)  # tiny models: threading overhead dominates
 
@@ -16,42 +13,15 @@ def _seed():
     torch.manual_seed(0)
 
 
-def tiny(std=0.5, seed=0, **kwargs) -> TinyTransformer:
-    """A float64 TinyTransformer with N(0, std) weights (seeded)."""
-    cfg = dict(vocab_size=50, d_model=16, n_layers=2, n_heads=4, d_ff=32)
-    cfg.update(kwargs)
-    return TinyTransformer(TinyConfig(**cfg)).double().reset_parameters(std, seed=seed).eval()
-
-
-def _rescale(model, std=0.4, seed=1):
-    """O(1) random weights for HF models (default init std 0.02 makes attention near uniform)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name.lower() and name.endswith("weight"):
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-            else:
-                p.copy_(std * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return model.eval()
-
-
 def hf_model(kind: str):
-    """Tiny random float64 HF models: "bert", "gpt2", "llama" (grouped-query attention)."""
-    if kind == "bert":
-        cfg = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=64, num_labels=3)
-        model = BertForSequenceClassification(cfg)
-    elif kind == "gpt2":
-        cfg = GPT2Config(vocab_size=60, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
-        model = GPT2LMHeadModel(cfg)
-    else:
-        cfg = LlamaConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, intermediate_size=64, bos_token_id=0, eos_token_id=0)
-        model = LlamaForCausalLM(cfg)
-    return _rescale(model.double())
+    """Tiny random float64 HF models: "bert", "gpt2", "llama" (grouped-query attention) and every
+    other entry of :data:`archs.ARCHS`."""
+    return arch_model(kind)
 
 
 HF_KINDS = ["bert", "gpt2", "llama"]
+#: every Hugging Face architecture of the test zoo (classifiers and LMs)
+ALL_KINDS = list(ARCHS)
 
 
 @pytest.fixture(params=HF_KINDS)
