@@ -68,7 +68,7 @@ def _loo_at(adapter, states, ctx, layer, target, base, removal, batch_size, prog
     B, S = ctx.attention_mask.shape
     pairs = removable(adapter, ctx.attention_mask).nonzero()  # [(b, i)]
     scores = torch.full((B, S), float("nan"), dtype=torch.float64)
-    chunks = pairs.split(batch_size)
+    chunks = pairs.split(batch_size) if len(pairs) else ()  # nothing removable: all NaN
     for chunk in tqdm(chunks, desc=f"LOO layer {layer}", disable=not progress, leave=False):
         b, i = chunk[:, 0], chunk[:, 1]
         removed = torch.zeros(len(b), S, dtype=torch.bool, device=b.device)
