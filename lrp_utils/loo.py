@@ -12,7 +12,7 @@ The prefix (embeddings and blocks ``1 .. l``) is computed once; the removals run
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import checks
 from .adapters import get_adapter
