@@ -71,6 +71,11 @@ def register_adapter(model_class, family: str) -> None:
     _REGISTRY[name] = family
 
 
+def family_of_name(class_name: str) -> str | None:
+    """The family registered for a class name, else None."""
+    return _REGISTRY.get(class_name)
+
+
 def family_of(model) -> str | None:
     """The family of ``model``'s class (or of its nearest registered base class), else None."""
     for cls in type(model).__mro__:
@@ -100,4 +105,4 @@ def model_rows():
 
 
 __all__ = ["Adapter", "Context", "get_adapter", "register_adapter", "supported", "SUPPORTED", "FAMILIES",
-           "BUILTIN", "model_rows"]
+           "BUILTIN", "model_rows", "family_of_name"]
