@@ -14,7 +14,7 @@ import torch
 from archs import arch_model
 from tolerances import IDENTITY_RULE_REL, SAME_FUNCTION_F64
 
-from lrp_utils import METHODS, explain
+from lrp_utils import METHODS, explain, loo
 from lrp_utils.adapters import get_adapter
 from lrp_utils.viz import image_heatmap
 
@@ -99,6 +99,16 @@ def test_model_unchanged_and_baselines_run():
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     with torch.no_grad():
         assert torch.equal(model(pixel_values=x).logits, before)
+
+
+def test_loo_over_patches():
+    """LOO on a ViT removes [CLS] / patch tokens: NaN at the read-out ([CLS]) only."""
+    model, x = arch_model("vit"), _pixels()
+    scores = loo(model, pixel_values=x, layer=1)
+    assert scores.shape == (2, (SIZE // PATCH) ** 2 + 1)
+    assert scores[:, 0].isnan().all() and not scores[:, 1:].isnan().any()
+    with pytest.raises(TypeError, match="pixel_values"):
+        loo(model, x)
 
 
 def test_input_errors():
