@@ -172,13 +172,13 @@ def attention_probs(q, k, mask=None, scaling=None, n_rep=1, softcap=None) -> tor
     return torch.softmax(scores.to(work), dim=-1).to(q.dtype)
 
 
-def explicit_softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1):
+def explicit_softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, softcap=None):
     """:func:`softmax_attention` written out (scores, softmax, probabilities @ V), each rule at its
     own product: the slow replica the fused path is tested against.  Returns ``(out, probs)``."""
     s = current()
     m = s.method
     q, k = _qk_scale(q, m.qk, s), _qk_scale(k, m.qk, s)
-    probs = attention_probs(q, k, mask, scaling, n_rep)
+    probs = attention_probs(q, k, mask, scaling, n_rep, softcap)
     out = torch.matmul(_scale(probs, m.attn), _scale(repeat_kv(v, n_rep), m.value))
     return out, probs
 

@@ -17,7 +17,7 @@ import transformers
 from archs import ARCHS, VISION_ARCHS, arch_model
 from tolerances import EXACT_REL, HF_LLAMA_F32_NORM_REL, IDENTITY_RULE_REL, SAME_FUNCTION_F64
 
-from lrp_utils import METHODS, explain, masks, ops
+from lrp_utils import METHODS, explain, loo_by_layer, masks, ops
 from lrp_utils.adapters import get_adapter
 
 KINDS = list(ARCHS)
@@ -73,6 +73,18 @@ def test_every_method_explains(kind):
         assert torch.isfinite(exp.tokens).all() and all(torch.isfinite(r).all() for r in exp.layers)
 
 
+@pytest.mark.parametrize("kind", NEW_KINDS)
+def test_loo_by_layer_every_layer(kind):
+    """``[L + 1, B, S]``; after the last block nothing reads the removed position any more, so LOO
+    at layer L is 0 up to rounding (a read-out of one position); at the input it is not."""
+    model, ids = arch_model(kind), _ids(1, 6)
+    L = get_adapter(model).n_layers
+    scores = loo_by_layer(model, ids)
+    keep = ~scores[0].isnan()
+    assert scores.shape == (L + 1, 1, 6) and torch.equal(scores.isnan(), keep.logical_not().expand_as(scores))
+    assert float(scores[L][keep].abs().max()) <= SAME_FUNCTION_F64 and float(scores[0][keep].abs().max()) > 1e-6
+
+
 # -- soft-capping ---------------------------------------------------------------------------------
 def test_softcap_takes_the_identity_rule():
     """With k constant, ``sum(q * grad_q)`` is the relevance of the uncapped scores: under AttnLRP
@@ -87,6 +99,27 @@ def test_softcap_takes_the_identity_rule():
         (gq,) = torch.autograd.grad(capped, q, seed)
         gap = float(((q * gq).sum() - (capped * seed).sum()).abs())
         assert (gap <= IDENTITY_RULE_REL * float((capped * seed).abs().sum())) == conserves, (name, gap)
+
+
+@pytest.mark.parametrize("method", ["gi", "cp-lrp", "attnlrp", "pa-lrp"])
+@pytest.mark.parametrize("softcap, rotary_dims", [(None, 2), (2.0, None), (2.0, 2)])
+def test_attention_paths_agree(method, softcap, rotary_dims):
+    """The attention function (rules as gradient scales on q, k, v; soft-capped: unfused) equals
+    its explicit replica (each rule at its own product), partial rotary share included."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 4, 5, 4, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3))
+    mask = masks.dense_keep(torch.ones(2, 5), causal=True)
+    seed = torch.randn(2, 4, 5, 4, generator=g, dtype=torch.float64)
+    grads = []
+    for fn in (ops.softmax_attention, ops.explicit_softmax_attention):
+        with ops.session(METHODS[method], rotary_positions=METHODS[method].positions, rotary_dims=rotary_dims):
+            out, _ = fn(q, k, v, mask, 0.5, 1, softcap=softcap)
+        grads.append(torch.autograd.grad(out, (q, k, v), seed, allow_unused=True))
+    constant = {0, 1} if method == "cp-lrp" else set()  # CP-LRP: q and k are constants
+    for i, (a, b) in enumerate(zip(*grads)):
+        assert (a is None) == (b is None) == (i in constant)
+        if a is not None:
+            _close(a, b, SAME_FUNCTION_F64)
 
 
 def test_gemma2_attention_receives_its_softcap():
