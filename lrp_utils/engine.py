@@ -96,8 +96,12 @@ def _leaf_rope(rope, m):
 
 
 def _pixel_relevance(x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-    """``[B, C, H, W] -> [B, H, W]``: pixel times modified gradient, summed over channels."""
-    return (x.detach() * g).sum(1).detach().cpu() if g is not None else torch.zeros_like(x[:, 0]).cpu()
+    """``[B, C, H, W] -> [B, H, W]``: pixel times modified gradient, summed over channels (float32
+    for half precision, as :func:`_relevance`)."""
+    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if g is None:
+        return torch.zeros(x[:, 0].shape, dtype=work)
+    return (x.detach().to(work) * g.to(work)).sum(1).detach().cpu()
 
 
 def _relevance(x: torch.Tensor, g: torch.Tensor | None, attention_mask) -> torch.Tensor:
