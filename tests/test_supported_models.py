@@ -28,7 +28,8 @@ def test_readme_table_is_generated_from_the_registry():
     text = (ROOT / "README.md").read_text()
     found = re.search(r"<!-- BEGIN GENERATED: models -->\n(.*?)\n<!-- END GENERATED: models -->", text, re.S)
     assert found, "README lacks the generated models table markers"
-    assert found.group(1).strip() == markdown().strip(), "README table is stale: paste lrp_utils.adapters.table.markdown()"
+    stale = "README table is stale: paste lrp_utils.adapters.table.markdown() between the markers"
+    assert found.group(1).strip() == markdown().strip(), stale
 
 
 def test_every_claimed_proof_has_its_test():
