@@ -22,20 +22,23 @@ from .methods import METHODS
 REMOVALS = ("mask", "zero")
 
 
-def loo(model, input_ids, layer=0, target=None, attention_mask=None, removal="mask",
-        batch_size=64, progress=False) -> torch.Tensor:
+def loo(model, input_ids=None, layer=0, target=None, attention_mask=None, removal="mask",
+        batch_size=64, progress=False, *, pixel_values=None) -> torch.Tensor:
     """Leave-one-out scores ``[B, S]`` at ``layer`` (0 = input embeddings, ``L`` = last block).
     See the module docstring for the two removal operators.  CPU float64 tensor; NaN at the
-    read-out position, at padding, and everywhere when nothing can be removed (one token)."""
+    read-out position, at padding, and everywhere when nothing can be removed (one token).
+    Vision models take ``pixel_values`` instead of ``input_ids`` (positions: [CLS] and patches)."""
     layer = checks.integer("layer", layer, 0, get_adapter(model).n_layers)
-    return loo_by_layer(model, input_ids, [layer], target, attention_mask, removal, batch_size, progress)[0]
+    return loo_by_layer(model, input_ids, [layer], target, attention_mask, removal, batch_size, progress,
+                        pixel_values=pixel_values)[0]
 
 
-def loo_by_layer(model, input_ids, layers=None, target=None, attention_mask=None, removal="mask",
-                 batch_size=64, progress=False) -> torch.Tensor:
+def loo_by_layer(model, input_ids=None, layers=None, target=None, attention_mask=None, removal="mask",
+                 batch_size=64, progress=False, *, pixel_values=None) -> torch.Tensor:
     """LOO at several layers (default all ``0 .. L``) sharing one prefix pass: ``[len(layers), B, S]``."""
     adapter = get_adapter(model)
-    input_ids, attention_mask = adapter.check_inputs(input_ids, attention_mask)
+    inputs = checks.model_inputs(adapter.modality, type(adapter.model).__name__, input_ids, pixel_values)
+    input_ids, attention_mask = adapter.check_inputs(inputs, attention_mask)
     target = checks.per_example(target, len(input_ids))
     L = adapter.n_layers
     layers = list(range(L + 1)) if layers is None else checks.layers(layers, L)

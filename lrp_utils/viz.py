@@ -243,6 +243,37 @@ def layer_map(relevance_layers, tokens, ax=None, title: str | None = None, norma
     return fig
 
 
+def image_heatmap(relevance, image=None, ax=None, title: str | None = None, alpha: float = 0.6):
+    """Relevance over an image (vision models): ``RdBu_r`` with limits +-max |R| (0 = white).
+
+    Args:
+        relevance: ``[H, W]``, e.g. ``exp.pixels[0]``, or a patch grid such as
+            ``exp.tokens[0, 1:].reshape(rows, cols)`` (drawn as blocks over the image).
+        image: optional ``[C, H, W]`` or ``[H, W, C]`` image (any value range; shown in grey,
+            rescaled to [0, 1]) under the heatmap, which is then drawn with transparency ``alpha``.
+    Returns the Figure.
+    """
+    data = _np(relevance)
+    if data.ndim != 2:
+        raise ValueError(f"relevance must be a 2-D [H, W] map, got shape {data.shape}")
+    lim = float(np.nanmax(np.abs(data))) or 1.0
+    fig, ax = _new_ax(ax, (4.2, 3.6))
+    extent = None
+    if image is not None:
+        img = _np(image)
+        img = img.mean(0) if img.ndim == 3 and img.shape[0] in (1, 3) else img.mean(-1) if img.ndim == 3 else img
+        span = float(img.max() - img.min()) or 1.0
+        ax.imshow((img - img.min()) / span, cmap="gray", vmin=0, vmax=1)
+        extent = (-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5)
+    im = ax.imshow(data, cmap=CMAP, vmin=-lim, vmax=lim, alpha=alpha if image is not None else 1.0,
+                   interpolation="nearest", extent=extent)
+    ax.set_axis_off()
+    fig.colorbar(im, ax=ax, label="relevance", fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
 # --------------------------------------------------------------------------- curves
 def plot_curves(curves: dict, ax=None, xlabel: str = "fraction of tokens perturbed",
                 ylabel: str = "score", title: str | None = None, legend: bool = True):
