@@ -1,31 +1,25 @@
 """Oracle c: our `attnlrp` / `cp-lrp` equal lxt 2.1 (efficient mode) on small random HF models.
 
 The reference numbers were produced by ``tests/fixtures/make_lxt_fixtures.py`` in a separate
-environment (lxt needs transformers<5) and committed; here they are compared with our engine on
-the same weights and inputs under transformers 5.  lxt has no CP-LRP map for BERT.
+environment (lxt needs transformers<5) and committed as package data (``lrp_utils/lxt/fixtures``);
+here they are compared with our engine on the same weights and inputs under transformers 5.  lxt
+has no CP-LRP map for BERT.
 """
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from tolerances import LXT_MAX_REL_ERR, LXT_MIN_COSINE
 
 from lrp_utils import explain
+from lrp_utils.lxt import NAMES, fixture_path, load_fixture
 
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from lxt_loader import load_lxt_fixture  # noqa: E402
-
-CASES = [(name, method) for name in ("llama_gqa", "bert", "gpt2")
-         for method in torch.load(Path(__file__).parent / "fixtures" / f"lxt_{name}.pt",
-                                  weights_only=True)["relevance"]]
+CASES = [(name, method) for name in NAMES for method in torch.load(fixture_path(name), weights_only=True)["relevance"]]
 
 
 @pytest.mark.parametrize("name, method", CASES)
 def test_equals_lxt(name, method):
-    model, fix = load_lxt_fixture(name)
+    model, fix = load_fixture(name)
     exp = explain(model, fix["input_ids"], method, target=fix["target"],
                   attention_mask=fix["attention_mask"])
     ours, ref = exp.tokens.flatten(), fix["relevance"][method].flatten().to(exp.tokens.dtype)
@@ -37,7 +31,16 @@ def test_equals_lxt(name, method):
 
 def test_fixtures_discriminate_methods():
     """The fixtures are sensitive: attnlrp and cp-lrp differ clearly on them (the test can fail)."""
-    model, fix = load_lxt_fixture("gpt2")
+    model, fix = load_fixture("gpt2")
     a = fix["relevance"]["attnlrp"].flatten()
     c = explain(model, fix["input_ids"], "cp-lrp", target=fix["target"]).tokens.flatten()
     assert (a - c).abs().max() / a.abs().max() > 100 * LXT_MAX_REL_ERR
+
+
+def test_fixtures_are_package_data():
+    """The package reads its fixtures from inside itself, never from tests/."""
+    for name in NAMES:
+        path = fixture_path(name)
+        assert path.is_file() and path.parent.parent.name == "lxt" and "tests" not in path.parts
+    with pytest.raises(ValueError, match="unknown lxt fixture"):
+        fixture_path("t5")
