@@ -1,4 +1,5 @@
-"""lrp_utils.experiments.loo_agreement: layer relevance vs layer LOO, on tiny float64 models."""
+"""lrp_utils.layer_agreement and lrp_utils.studies.loo_layers: layer relevance vs layer LOO, on tiny
+float64 models; the 2x2 decomposition and the paired comparison."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,8 @@ from conftest import tiny
 from tolerances import CORRELATION_EXACT_ATOL, HAND_FLOAT64_ATOL, SAME_FUNCTION_F64
 
 from lrp_utils import explain, loo_by_layer
-from lrp_utils.experiments import loo_agreement as la
+from lrp_utils import layer_agreement as la
+from lrp_utils.studies import loo_layers
 
 
 @pytest.fixture
@@ -94,12 +96,12 @@ def _factorial_frame(values: dict, n: int = 6) -> pd.DataFrame:
 def test_decompose_and_compare_hand_computed():
     # a = attnlrp, b = no-softmax, c = full-value, d = cp-lrp
     df = _factorial_frame({"attnlrp": 0.1, "attnlrp-no-softmax": 0.3, "attnlrp-full-value": 0.2, "cp-lrp": 0.5})
-    dec = la.decompose(df, n_boot=50).set_index("component")["mean"]
+    dec = loo_layers.decompose(df, n_boot=50).set_index("component")["mean"]
     expected = {"gap": 0.4, "value": 0.15, "softmax": 0.25, "interaction": 0.1}
     for k, v in expected.items():
         assert dec[k] == pytest.approx(v, abs=HAND_FLOAT64_ATOL)
-    assert la.decompose(df, n_boot=10).layer.dtype.kind == "i"  # group keys keep their types
-    comp = la.compare(df, n_boot=50).iloc[0]
+    assert loo_layers.decompose(df, n_boot=10).layer.dtype.kind == "i"  # group keys keep their types
+    comp = loo_layers.compare(df, n_boot=50).iloc[0]
     assert comp["diff"] == pytest.approx(0.4, abs=HAND_FLOAT64_ATOL)
     assert comp["rel_pct"] == pytest.approx(400.0, abs=1e-9)
     assert comp["n"] == 6
@@ -108,13 +110,20 @@ def test_decompose_and_compare_hand_computed():
 def test_decompose_drops_examples_with_an_undefined_corner():
     df = _factorial_frame({"attnlrp": 0.1, "attnlrp-no-softmax": 0.3, "attnlrp-full-value": 0.2, "cp-lrp": 0.5})
     df.loc[(df.example == 0) & (df.method == "cp-lrp"), "pearson"] = np.nan
-    dec = la.decompose(df, n_boot=50)
+    dec = loo_layers.decompose(df, n_boot=50)
     assert (dec.n == 5).all()
 
 
 def test_train_keyword_tiny_is_deterministic():
-    a, test_a, _ = la.train_keyword_tiny(n_layers=1, n_train=128, n_test=16, epochs=1, seed=3)
-    b, test_b, _ = la.train_keyword_tiny(n_layers=1, n_train=128, n_test=16, epochs=1, seed=3)
+    a, test_a, _ = loo_layers.train_keyword_tiny(n_layers=1, n_train=128, n_test=16, epochs=1, seed=3)
+    b, test_b, _ = loo_layers.train_keyword_tiny(n_layers=1, n_train=128, n_test=16, epochs=1, seed=3)
     assert torch.equal(test_a.input_ids, test_b.input_ids)
     for (k, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), k
+
+
+def test_study_defaults_to_the_five_methods(ragged):
+    model = tiny(n_layers=1)
+    df = loo_layers.loo_agreement(model, *ragged, batch_size=5, progress=False)
+    assert tuple(df.method.unique()) == loo_layers.LOO_METHODS
+    assert set(loo_layers.FACTORIAL) <= set(loo_layers.LOO_METHODS)

@@ -1,180 +1,59 @@
-"""Layer-by-layer agreement of relevance with leave-one-out (You et al. 2025, claim ii).
+"""Notebook 04: CP-LRP vs AttnLRP, agreement with leave-one-out layer by layer (You et al. 2025,
+claim ii): the 2x2 decomposition of the gap, the paired comparison, cost, figures and the trained
+keyword TinyTransformer.  The per-layer maps and correlations come from
+:mod:`lrp_utils.layer_agreement`::
 
-For every layer ``l`` and method, the residual-stream relevance ``Explanation.layers[l]`` (summed
-over features, ``[B, S]``) is correlated per example with layer-``l`` LOO (:func:`lrp_utils.loo_by_layer`,
-``removal="mask"`` or ``"zero"``), over the positions where LOO is defined (not padding, not the
-read-out position). Pipeline::
-
-    maps = compute_maps(model, ids, mask, methods, removal=("mask", "zero"))  # batched, length-sorted
-    df = per_example(maps)        # one row per example x layer x method x removal
-    summ = summarise(df)          # mean Pearson / Spearman with 95% bootstrap CIs
+    df = loo_agreement(model, ids, mask, LOO_METHODS, removal=("mask", "zero"))
     decompose(df)                 # the 2x2 factorial: value share x softmax path
     compare(df)                   # CP-LRP vs AttnLRP: difference and relative improvement
 
-:func:`loo_agreement` runs the first two steps. The 2x2 design (:data:`FACTORIAL`) crosses the share
-of relevance the value path gets at ``A @ V`` (1/2 or 1) with whether the softmax path is propagated:
-``attnlrp`` = (1/2, on), ``attnlrp-no-softmax`` = (1/2, off), ``attnlrp-full-value`` = (1, on),
-``cp-lrp`` = (1, off). Shapes: ``B`` examples, ``S`` positions, ``L`` blocks.
+The 2x2 design (:data:`FACTORIAL`) crosses the share of relevance the value path gets at ``A @ V``
+(1/2 or 1) with whether the softmax path is propagated: ``attnlrp`` = (1/2, on),
+``attnlrp-no-softmax`` = (1/2, off), ``attnlrp-full-value`` = (1, on), ``cp-lrp`` = (1, off).
 """
 from __future__ import annotations
-
-import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from .. import metrics
-from ..adapters import get_adapter
-from ..batching import length_batches
-from ..engine import explain
-from ..loo import loo_by_layer
+from .. import layer_agreement, metrics
+from ..data import keyword_task
+from ..layer_agreement import MEASURES, LooMaps, group_keys, summarise  # noqa: F401 (the notebook's names)
+from ..models import TinyConfig, TinyTransformer, accuracy, train
 
-METHODS = ("gi", "cp-lrp", "attnlrp", "attnlrp-no-softmax", "attnlrp-full-value")
+LOO_METHODS = ("gi", "cp-lrp", "attnlrp", "attnlrp-no-softmax", "attnlrp-full-value")
 #: method -> (share of relevance into V at A @ V, softmax path propagated?)
 FACTORIAL = {"attnlrp": (0.5, True), "attnlrp-no-softmax": (0.5, False),
              "attnlrp-full-value": (1.0, True), "cp-lrp": (1.0, False)}
-MEASURES = ("pearson", "spearman")
 
 
-@dataclass
-class LooMaps:
-    """Raw maps of one run: ``relevance[method]`` ``[L+1, B, S]`` (0 at padding), ``loo[removal]``
-    ``[len(layers), B, S]`` (NaN at padding and the read-out position), the LOO ``layers``,
-    ``target`` / ``logit`` ``[B]``, and ``timing`` (one row per method / removal: wall and CPU s)."""
-
-    relevance: dict
-    loo: dict
-    layers: list
-    attention_mask: torch.Tensor
-    target: torch.Tensor
-    logit: torch.Tensor
-    timing: pd.DataFrame
-
-
-class _Clock:
-    """Accumulates wall and process-CPU seconds per key."""
-
-    def __init__(self):
-        self.wall, self.cpu = {}, {}
-
-    def __call__(self, key, fn):
-        w, c = time.perf_counter(), time.process_time()
-        out = fn()
-        self.wall[key] = self.wall.get(key, 0.0) + time.perf_counter() - w
-        self.cpu[key] = self.cpu.get(key, 0.0) + time.process_time() - c
-        return out
-
-
-def compute_maps(model, input_ids, attention_mask=None, methods=METHODS, removal=("mask",), layers=None,
-                 target=None, batch_size: int = 16, loo_batch_size: int = 128, progress: bool = True,
-                 desc: str = "explain + LOO") -> LooMaps:
-    """Relevance of every method at every layer and LOO at ``layers`` (default all ``0..L``).
-
-    Args:
-        input_ids, attention_mask: ``[B, S]`` (padding on either side).
-        methods: names accepted by :func:`lrp_utils.explain` that return layer relevance.
-        removal: LOO operators, ``"mask"`` and/or ``"zero"`` (see ``lrp_utils.loo``).
-        target: ``None`` (the model's argmax) or ``[B]``; LOO explains the same target.
-        batch_size: examples per length-sorted batch (explanations and LOO prefixes);
-            ``loo_batch_size`` bounds the removed copies per LOO suffix batch.
-    """
-    adapter = get_adapter(model)
-    B, S = input_ids.shape
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    L, dev = adapter.n_layers, adapter.device
-    layers = list(range(L + 1)) if layers is None else [int(l) for l in layers]
-    removal = (removal,) if isinstance(removal, str) else tuple(removal)
-    rel = {m: torch.zeros(L + 1, B, S, dtype=torch.float64) for m in methods}
-    loo = {r: torch.full((len(layers), B, S), float("nan"), dtype=torch.float64) for r in removal}
-    tgt, logit = torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.float64)
-    clock = _Clock()
-    batches = list(length_batches(mask, batch_size))
-    for idx, cols in tqdm(batches, desc=desc, disable=not progress):
-        ids, m = input_ids[idx, cols].to(dev), mask[idx, cols].to(dev)
-        t = None if target is None else torch.as_tensor(target).reshape(-1).expand(B)[idx].to(dev)
-        for name in methods:
-            e = clock(name, lambda: explain(model, ids, name, target=t, attention_mask=m))
-            t = e.target.to(dev)
-            for j, r in enumerate(e.layers):
-                rel[name][j][idx, cols] = r.double()
-        tgt[idx], logit[idx] = t.cpu(), e.logit.double()
-        for r in removal:
-            scores = clock(r, lambda: loo_by_layer(model, ids, layers, target=t, attention_mask=m,
-                                                   removal=r, batch_size=loo_batch_size))
-            for j in range(len(layers)):
-                loo[r][j][idx, cols] = scores[j].double()
-    timing = pd.DataFrame({
-        "kind": ["explain"] * len(methods) + ["loo"] * len(removal), "name": [*methods, *removal],
-        "wall_s": [clock.wall[k] for k in (*methods, *removal)],
-        "cpu_s": [clock.cpu[k] for k in (*methods, *removal)],
-        "layers": [L + 1] * len(methods) + [len(layers)] * len(removal)})
-    return LooMaps(rel, loo, layers, mask.cpu(), tgt, logit, timing)
-
-
-def per_example(maps: LooMaps) -> pd.DataFrame:
-    """One row per example x LOO layer x method x removal: ``pearson``, ``spearman`` (NaN where
-    undefined: fewer than 3 positions or a constant map) and ``n_positions`` (positions compared)."""
-    rows, rel = [], {name: R.numpy() for name, R in maps.relevance.items()}
-    for r, scores in maps.loo.items():
-        for j, layer in enumerate(maps.layers):
-            x = scores[j].numpy()
-            valid = np.isfinite(x)
-            for name, R in rel.items():
-                for b in range(x.shape[0]):
-                    p, s = metrics.correlations(R[layer, b], x[b], valid[b])
-                    rows.append((b, layer, name, r, p, s, int(valid[b].sum())))
-    return pd.DataFrame(rows, columns=["example", "layer", "method", "removal", "pearson", "spearman",
-                                       "n_positions"])
-
-
-def loo_agreement(model, input_ids, attention_mask=None, methods=METHODS, removal=("mask",), layers=None,
+def loo_agreement(model, input_ids, attention_mask=None, methods=LOO_METHODS, removal=("mask",), layers=None,
                   return_maps: bool = False, **kwargs):
-    """Per-example correlation of each method's layer relevance with layer LOO (tidy DataFrame, see
-    :func:`per_example`); with ``return_maps=True`` also the :class:`LooMaps`. ``kwargs`` go to
-    :func:`compute_maps` (``target``, ``batch_size``, ``loo_batch_size``, ``progress``)."""
-    maps = compute_maps(model, input_ids, attention_mask, methods, removal, layers, **kwargs)
-    df = per_example(maps)
-    return (df, maps) if return_maps else df
-
-
-def _keys(df, by):
-    return [k for k in (by or ("model", "layer", "method", "removal")) if k in df.columns]
-
-
-def summarise(df: pd.DataFrame, by=None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Mean Pearson / Spearman over examples with 95% percentile-bootstrap CIs, per group of ``by``
-    (default the present columns of model, layer, method, removal). ``n`` counts examples with a
-    defined correlation, ``n_total`` all; ``ci_low`` / ``ci_high`` repeat the Pearson interval."""
-    out = []
-    for key, g in df.groupby(_keys(df, by), sort=True):
-        row = dict(zip(_keys(df, by), key))
-        for meas in MEASURES:
-            ci = metrics.bootstrap_ci(g[meas].to_numpy(), n_boot=n_boot, seed=seed)
-            row.update({meas: ci.mean, f"{meas}_ci_low": ci.low, f"{meas}_ci_high": ci.high})
-        row.update(ci_low=row["pearson_ci_low"], ci_high=row["pearson_ci_high"],
-                   n=int(g["pearson"].notna().sum()), n_total=len(g))
-        out.append(row)
-    return pd.DataFrame(out)
+    """:func:`lrp_utils.layer_agreement.loo_agreement` with this notebook's :data:`LOO_METHODS`."""
+    return layer_agreement.loo_agreement(model, input_ids, attention_mask, methods, removal, layers, return_maps,
+                                         **kwargs)
 
 
 def _paired(df, methods, measure, by):
     """``{group: [n, len(methods)] array}`` of per-example values, examples with a NaN dropped."""
-    keys = [k for k in _keys(df, by) if k != "method"]
+    keys = [k for k in group_keys(df, by) if k != "method"]
     wide = df[df.method.isin(methods)].pivot_table(index=[*keys, "example"], columns="method",
                                                    values=measure, dropna=False)
     wide = wide.reindex(columns=list(methods)).dropna()
     return keys, {k: g.to_numpy() for k, g in wide.groupby(level=list(range(len(keys))), sort=True)}
 
 
-def _boot(values: np.ndarray, stat, n_boot: int, seed: int):
-    """``(stat(values), low, high)``: percentile bootstrap over rows of ``values`` ``[n, k]``."""
-    rng = np.random.default_rng(seed)
-    boots = [stat(values[rng.integers(0, len(values), len(values))]) for _ in range(n_boot)]
-    low, high = np.nanquantile(np.array(boots), [0.025, 0.975], axis=0)
-    return stat(values), low, high
+def _diff_and_ratio(x):
+    """``[B, n, 2]`` resamples -> ``[B, 2]``: difference of the column means and it in % of |col 1|."""
+    d = x[..., 0].mean(1) - x[..., 1].mean(1)
+    return np.stack([d, 100 * d / np.abs(x[..., 1].mean(1))], -1)
+
+
+def _factorial(x):
+    """``[B, n, 4]`` resamples (a, b, c, d: see :func:`decompose`) -> ``[B, 4]``: gap and effects."""
+    a, b, c, d = np.moveaxis(x.mean(1), -1, 0)
+    return np.stack([d - a, ((c - a) + (d - b)) / 2, ((b - a) + (d - c)) / 2, (d - c) - (b - a)], -1)
 
 
 def compare(df: pd.DataFrame, method: str = "cp-lrp", baseline: str = "attnlrp", measure: str = "pearson",
@@ -183,11 +62,9 @@ def compare(df: pd.DataFrame, method: str = "cp-lrp", baseline: str = "attnlrp",
     ``diff`` (paired bootstrap CI) and ``rel_pct`` = 100 * diff / |baseline mean| (bootstrap CI of
     the ratio)."""
     keys, groups = _paired(df, (method, baseline), measure, by)
-    stat = lambda v: np.array([v[:, 0].mean() - v[:, 1].mean(),  # noqa: E731
-                               100 * (v[:, 0].mean() - v[:, 1].mean()) / abs(v[:, 1].mean())])
     out = []
     for key, v in groups.items():
-        est, low, high = _boot(v, stat, n_boot, seed)
+        est, low, high = metrics.bootstrap(v, _diff_and_ratio, n_boot, seed=seed)
         out.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "measure": measure, method: v[:, 0].mean(),
                     baseline: v[:, 1].mean(), "diff": est[0], "diff_ci_low": low[0], "diff_ci_high": high[0],
                     "rel_pct": est[1], "rel_ci_low": low[1], "rel_ci_high": high[1], "n": len(v)})
@@ -205,14 +82,9 @@ def decompose(df: pd.DataFrame, measure: str = "pearson", by=None, n_boot: int =
 
     One row per group and component with the mean and a 95% paired bootstrap CI."""
     keys, groups = _paired(df, tuple(FACTORIAL), measure, by)
-
-    def stat(v):
-        a, b, c, d = v.mean(0)
-        return np.array([d - a, ((c - a) + (d - b)) / 2, ((b - a) + (d - c)) / 2, (d - c) - (b - a)])
-
     out = []
     for key, v in groups.items():
-        est, low, high = _boot(v, stat, n_boot, seed)
+        est, low, high = metrics.bootstrap(v, _factorial, n_boot, seed=seed)
         for i, comp in enumerate(("gap", "value", "softmax", "interaction")):
             out.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))), "measure": measure, "component": comp,
                         "mean": est[i], "ci_low": low[i], "ci_high": high[i], "n": len(v)})
@@ -261,7 +133,7 @@ def plot_panels(df: pd.DataFrame, y: str, low: str, high: str, hue: str, hue_ord
     return fig
 
 
-def plot_layers(summary: pd.DataFrame, measure: str = "pearson", removal: str = "mask", methods=METHODS,
+def plot_layers(summary: pd.DataFrame, measure: str = "pearson", removal: str = "mask", methods=LOO_METHODS,
                 models=None):
     """Mean correlation vs layer with 95% CI bands, one line per method, one panel per model."""
     s = summary[summary.removal == removal]
@@ -354,9 +226,6 @@ def train_keyword_tiny(n_layers: int = 4, seq_len: int = 20, n_train: int = 3000
 
     Returns ``(model, test, accuracy)``: the float32 model in eval mode, the held-out
     :class:`~lrp_utils.data.KeywordTask` batch (``n_test`` sequences, another seed) and its accuracy."""
-    from ..data import keyword_task
-    from ..models import TinyConfig, TinyTransformer, accuracy, train
-
     cfg = TinyConfig(vocab_size=32, d_model=32, n_layers=n_layers, n_heads=4, d_ff=64, max_len=seq_len)
     torch.manual_seed(seed)
     model = TinyTransformer(cfg).reset_parameters(0.1, seed=seed)

@@ -1,16 +1,18 @@
-"""lrp_utils.experiments.conservation: per-layer sums and the absorption audit."""
+"""lrp_utils.audit: per-layer sums, conservation tables and the absorption audit."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import hf_model, tiny
-from tolerances import EXACT_REL, HF_LLAMA_F32_NORM_REL, SAME_FUNCTION_F64
+from tolerances import EXACT_REL, HAND_FLOAT64_ATOL, HF_LLAMA_F32_NORM_REL, SAME_FUNCTION_F64
 from transformers import AttentionInterface
 
 from lrp_utils import explain
 from lrp_utils.adapters import hf
 from lrp_utils.adapters.hf import ATTN_KEY
-from lrp_utils.experiments import conservation as C
+from lrp_utils import audit as C
 
 
 def _ids(vocab=50, seed=0):
@@ -73,3 +75,24 @@ def test_audit_leaves_explanations_and_registry_unchanged():
                                    rtol=SAME_FUNCTION_F64, atol=SAME_FUNCTION_F64)
     s = C.audit_summary(a)
     assert list(s.stage) == ["readout", "block 2", "block 1", "embeddings"]
+
+
+def test_conservation_table_by_hand():
+    sums = torch.tensor([[2.0, 4.0], [1.0, 2.0]])  # [L+1 = 2, n = 2]
+    df = C.conservation_table(sums, torch.tensor([2.0, 4.0]))
+    assert isinstance(df, pd.DataFrame) and list(df["layer"]) == [0, 1]
+    np.testing.assert_allclose(df["mean_ratio"], [1.0, 0.5], atol=HAND_FLOAT64_ATOL)
+    np.testing.assert_allclose(df["mean_abs_error"], [0.0, 1.5], atol=HAND_FLOAT64_ATOL)
+    np.testing.assert_allclose(df["mean_rel_error"], [0.0, 0.5], atol=HAND_FLOAT64_ATOL)
+    pd.testing.assert_frame_equal(df, C.conservation_table(list(sums), [2.0, 4.0]))
+    with pytest.raises(ValueError):
+        C.conservation_table(sums, [1.0, 2.0, 3.0])
+
+
+def test_layer_ratio_summary_is_a_ratio_of_means():
+    rows = [("m", 0, e, s, z) for e, (s, z) in enumerate([(1.0, 2.0), (3.0, 2.0), (2.0, 4.0)])]
+    sums = pd.DataFrame(rows, columns=["method", "layer", "example", "sum", "logit"])
+    r = C.layer_ratio_summary(sums, n_boot=200).iloc[0]
+    assert r["ratio"] == pytest.approx(6.0 / 8.0, abs=HAND_FLOAT64_ATOL)
+    assert r["median_ratio"] == pytest.approx(0.5, abs=HAND_FLOAT64_ATOL)
+    assert r["low"] <= r["ratio"] <= r["high"]

@@ -1,4 +1,5 @@
-"""lrp_utils.experiments.invariance: Q:K:V shares, implementation invariance, the study loops."""
+"""lrp_utils.invariance (Q:K:V shares, pairs, maps, divergence) and lrp_utils.studies.linear_attention
+(the study loops of notebook 03)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -11,7 +12,8 @@ from tolerances import EXACT_REL, HAND_FLOAT64_ATOL, SAME_FUNCTION_F64
 
 from lrp_utils import metrics
 from lrp_utils.data import keyword_task
-from lrp_utils.experiments import invariance as inv
+from lrp_utils import invariance as I
+from lrp_utils.studies import linear_attention as inv
 from lrp_utils.models import TinyTransformer
 
 
@@ -27,7 +29,7 @@ def linear_pair(std=0.5, seed=0, **kwargs):
 def test_qkv_shares_attnlrp(fmap, normalize):
     expected = {"(qk)v": (0.25, 0.25, 0.5), "q(kv)": (0.5, 0.25, 0.25)}
     for order, shares in expected.items():
-        got = inv.qkv_shares(order, "attnlrp", seed=3, feature_map=fmap, normalize=normalize)
+        got = I.qkv_shares(order, "attnlrp", seed=3, feature_map=fmap, normalize=normalize)
         for name, want in zip("qkv", shares):
             assert got[name] == pytest.approx(want, rel=1e-8)  # identity rule on elu1: eps 1e-10
         assert got["total"] == pytest.approx(1.0, rel=1e-8)
@@ -35,10 +37,10 @@ def test_qkv_shares_attnlrp(fmap, normalize):
 
 @pytest.mark.parametrize("method", ["gi", "cp-lrp"])
 def test_qkv_shares_invariant_methods(method):
-    a, b = (inv.qkv_shares(o, method, seed=1) for o in inv.ORDERS)
+    a, b = (I.qkv_shares(o, method, seed=1) for o in I.ASSOCIATIONS)
     for name in ("q", "k", "v"):
         assert a[name] == pytest.approx(b[name], rel=EXACT_REL, abs=EXACT_REL)
-    table = inv.qkv_share_table()
+    table = I.qkv_share_table()
     assert len(table) == 6 and set(table.columns) >= {"method", "order", "q", "k", "v", "total"}
 
 
@@ -48,10 +50,10 @@ def test_implementation_invariance_random_pair():
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
     for method in ("gi", "cp-lrp", "loo", "loo-zero"):
-        df = inv.implementation_invariance(a, b, ids, method, attention_mask=mask, batch_size=2)
+        df = I.implementation_invariance(a, b, ids, method, attention_mask=mask, batch_size=2)
         assert df.attrs["max_logit_diff"] < SAME_FUNCTION_F64
         assert df["rel_l1"].max() < SAME_FUNCTION_F64, method  # NaN (zero maps) skipped
-    df = inv.implementation_invariance(a, b, ids, "attnlrp", attention_mask=mask)
+    df = I.implementation_invariance(a, b, ids, "attnlrp", attention_mask=mask)
     assert set(df["level"]) == {"tokens", "layer 0", "layer 1", "layer 2"} and len(df) == 4 * 4
     tokens = df[df.level == "tokens"]
     assert (tokens["rel_l1"] > 0.01).all()
@@ -64,36 +66,28 @@ def test_implementation_invariance_rejects_different_functions():
     a, _ = linear_pair(seed=0)
     c, _ = linear_pair(seed=1)
     with pytest.raises(ValueError, match="different logits"):
-        inv.implementation_invariance(a, c, torch.randint(2, 50, (2, 6)), "gi")
+        I.implementation_invariance(a, c, torch.randint(2, 50, (2, 6)), "gi")
 
 
 def test_toy_table_and_random_pair():
     toy = inv.toy_table().set_index(["method", "order", "input"]).sort_index()["relevance"]
     assert toy["attnlrp", "left"].tolist() == [6, 6, 12] and toy["attnlrp", "right"].tolist() == [12, 6, 6]
-    models = inv.random_pair(seed=2)
+    models = I.random_pair(seed=2)
     ids = torch.randint(0, 50, (3, 8))
-    df = inv.implementation_invariance(models["(qk)v"], models["q(kv)"], ids, "attnlrp")
+    df = I.implementation_invariance(models["(qk)v"], models["q(kv)"], ids, "attnlrp")
     assert (df[df.level == "tokens"]["max_token_diff"] > 0.01).all()
-
-
-def test_word_vocab():
-    vocab = inv.WordVocab.build(["a b b", "c b a", "d"], size=2)
-    assert vocab.words == ["[CLS]", "[PAD]", "[UNK]", "b", "a"]
-    ids, mask = vocab.encode(["b a zz", "a"], max_len=3)
-    assert ids.tolist() == [[0, 3, 4], [0, 4, 1]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert vocab.decode(ids[1, :2]) == ["[CLS]", "a"]
 
 
 def test_studies_on_a_trained_keyword_pair():
     data = keyword_task(200, seq_len=10, seed=0)
     train_data = (data.input_ids, torch.ones_like(data.input_ids), data.labels)
-    models = inv.train_pair(train_data, 32, "elu1", seed=0, quick=True, max_len=10)
+    models = I.train_pair(train_data, 32, "elu1", inv.RECIPES["quick"], seed=0, max_len=10)
     a, b = models["(qk)v"], models["q(kv)"]
     assert a.config.order == "(qk)v" and b.config.order == "q(kv)" and a.config.normalize
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
     test = keyword_task(6, seq_len=10, seed=1)
     ids, mask = test.input_ids, torch.ones_like(test.input_ids)
-    diff = inv.same_logits(a, b, ids, mask)
+    diff = I.same_logits(a, b, ids, mask)
     target = a(ids).argmax(-1)
     setup = inv.Setup("keyword", "elu1", 0, models, ids, mask, test.labels, target,
                       [[str(int(i)) for i in row] for row in ids], 0.0, diff, test.relevant)
@@ -120,8 +114,8 @@ def test_relevance_maps_chunked_equals_whole():
     mask = torch.ones_like(ids)
     mask[0, 3:], mask[2, 5:] = 0, 0
     for method in ("attnlrp", "loo"):
-        whole = inv.relevance_maps(a, ids, method, mask)
-        chunked = inv.relevance_maps(a, ids, method, mask, batch_size=2)
+        whole = I.relevance_maps(a, ids, method, mask)
+        chunked = I.relevance_maps(a, ids, method, mask, batch_size=2)
         for level in whole:
             torch.testing.assert_close(chunked[level], whole[level], rtol=SAME_FUNCTION_F64,
                                        atol=SAME_FUNCTION_F64, equal_nan=True)
@@ -134,7 +128,7 @@ def test_compare_maps_matches_a_per_row_replica():
     b["tokens"][:, 4] = b["tokens"][:, 4].round()  # some ties for the ranks
     mask = torch.ones(30, 10, dtype=torch.long)
     mask[:8, 6:], mask[8, 2:] = 0, 0  # padding; example 8 keeps 2 positions: correlations undefined
-    df = inv.compare_maps(a, b, mask)
+    df = I.compare_maps(a, b, mask)
     for _, row in df.iterrows():
         m = mask[row.example].bool()
         x, y = a["tokens"][row.example][m].numpy(), b["tokens"][row.example][m].numpy()

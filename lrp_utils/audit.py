@@ -1,4 +1,4 @@
-"""Where the explained logit's relevance goes: per-layer sums and an absorption audit.
+"""Where the explained logit's relevance goes: per-layer sums, conservation tables, an absorption audit.
 
 * :func:`layer_sums`: total relevance of every residual stream (``Explanation.layer_sums()``) and of
   the word embeddings, against the logit, for several methods (Ali et al. 2022, Fig. 2 style).
@@ -29,13 +29,11 @@ import contextlib
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from .. import metrics, ops
-from ..adapters import get_adapter
-from ..batching import length_batches
-from ..engine import explain
-from ..methods import get_method
+from . import checks, metrics, ops, runner
+from .adapters import get_adapter
+from .engine import explain
+from .methods import get_method
 
 
 def layer_sums(model, input_ids, attention_mask, methods, target=None, batch_size: int = 16,
@@ -46,30 +44,53 @@ def layer_sums(model, input_ids, attention_mask, methods, target=None, batch_siz
     streams (``layers[0]`` input to block 1, ``layers[l]`` output of block ``l``). Columns ``sum``,
     ``logit`` and ``ratio = sum / logit``. ``target=None`` explains the argmax of the model.
     """
-    dev = get_adapter(model).device
-    n = len(input_ids)
-    tgt = None if target is None else torch.as_tensor(target).long().reshape(-1).expand(n)
+    exps = runner.explain_many(model, input_ids, attention_mask, methods, target, batch_size=batch_size,
+                               progress=progress)
     frames = []
-    for m in tqdm(list(methods), desc="layer sums", disable=not progress):
-        for idx, cols in length_batches(attention_mask, batch_size):
-            exp = explain(model, input_ids[idx, cols].to(dev), m, attention_mask=attention_mask[idx, cols].to(dev),
-                          target=None if tgt is None else tgt[idx])
-            sums = torch.cat([exp.tokens.sum(-1)[None], exp.layer_sums()]).double()  # [L+2, b]
-            layer = np.repeat(np.arange(-1, sums.shape[0] - 1), len(idx))
-            frames.append(pd.DataFrame({"method": m, "example": np.tile(idx.numpy(), sums.shape[0]),
-                                        "layer": layer, "sum": sums.reshape(-1).numpy(),
-                                        "logit": np.tile(exp.logit.double().numpy(), sums.shape[0])}))
+    for m, exp in exps.items():
+        sums = torch.cat([exp.tokens.sum(-1)[None], exp.layer_sums()])  # [L+2, n]
+        n_rows, n = sums.shape
+        frames.append(pd.DataFrame({"method": m, "example": np.tile(np.arange(n), n_rows),
+                                    "layer": np.repeat(np.arange(-1, n_rows - 1), n), "sum": sums.reshape(-1).numpy(),
+                                    "logit": np.tile(exp.logit.numpy(), n_rows)}))
     df = pd.concat(frames, ignore_index=True).sort_values(["method", "layer", "example"], kind="stable")
     return df.assign(ratio=df["sum"] / df["logit"]).reset_index(drop=True)
 
 
+def conservation_table(sums, logit) -> pd.DataFrame:
+    """Per-layer relevance sums against the explained logit.
+
+    Args:
+        sums: ``[L + 1, n]`` tensor/array, or a list of ``L + 1`` tensors ``[n]``: total
+            relevance at each layer (0 = input) for each example.
+        logit: ``[n]`` the explained logit.
+
+    Returns one row per layer: ``layer``, ``mean_sum``, ``mean_logit``, ``mean_ratio`` (mean of
+    sum / logit; inf/NaN where a logit is 0), ``median_ratio``, ``mean_abs_error`` (mean
+    |sum - logit|), ``max_abs_error`` and ``mean_rel_error`` (mean |sum - logit| / |logit|).
+    """
+    if isinstance(sums, (list, tuple)):
+        sums = np.stack([metrics.to_numpy(s).ravel() for s in sums])
+    S, z = metrics.to_numpy(sums), metrics.to_numpy(logit).ravel()
+    if S.ndim != 2 or S.shape[1] != z.size:
+        raise ValueError(f"sums must be [L+1, n] with n = {z.size}, got shape {S.shape}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio, err = S / z, np.abs(S - z)
+        rel = err / np.abs(z)
+    return pd.DataFrame({
+        "layer": np.arange(len(S)), "mean_sum": S.mean(1), "mean_logit": z.mean(),
+        "mean_ratio": ratio.mean(1), "median_ratio": np.median(ratio, axis=1),
+        "mean_abs_error": err.mean(1), "max_abs_error": err.max(1), "mean_rel_error": rel.mean(1),
+    })
+
+
 def conservation_tables(sums: pd.DataFrame) -> pd.DataFrame:
-    """:func:`lrp_utils.metrics.conservation_table` of each method (layers ``0 .. L``) in one frame."""
+    """:func:`conservation_table` of each method of :func:`layer_sums` (layers ``0 .. L``) in one frame."""
     out = []
     for m, g in sums[sums["layer"] >= 0].groupby("method", sort=False):
         wide = g.pivot(index="layer", columns="example", values="sum")
         logit = g.drop_duplicates("example").set_index("example")["logit"].loc[wide.columns]
-        out.append(metrics.conservation_table(wide.to_numpy(), logit.to_numpy()).assign(method=m))
+        out.append(conservation_table(wide.to_numpy(), logit.to_numpy()).assign(method=m))
     return pd.concat(out, ignore_index=True)[["method", *out[0].columns.drop("method")]]
 
 
@@ -80,10 +101,8 @@ def layer_ratio_summary(sums: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -
     of the per-example ratios."""
     rows = []
     for (m, layer), g in sums.groupby(["method", "layer"], sort=False):
-        s, z = g["sum"].to_numpy(), g["logit"].to_numpy()
-        idx = np.random.default_rng(seed).integers(0, len(s), (n_boot, len(s)))
-        low, high = np.quantile(s[idx].mean(1) / z[idx].mean(1), [0.025, 0.975])
-        rows.append((m, layer, s.mean() / z.mean(), low, high, float(np.median(s / z))))
+        ci = metrics.bootstrap(g[["sum", "logit"]].to_numpy(), "ratio_of_means", n_boot, seed=seed)
+        rows.append((m, layer, *ci, float(np.median(g["sum"] / g["logit"]))))
     return pd.DataFrame(rows, columns=["method", "layer", "ratio", "low", "high", "median_ratio"])
 
 
@@ -147,29 +166,34 @@ def absorption_audit(model, input_ids, attention_mask, method: str = "attnlrp", 
     adapter = get_adapter(model)
     if get_method(method).positions:
         raise ValueError("absorption_audit does not split position relevance; use a method without it")
-    n, L = len(input_ids), adapter.n_layers
-    tgt = None if target is None else torch.as_tensor(target).long().reshape(-1).expand(n)
+    tgt = checks.per_example(target, len(input_ids))
     frames = []
-    for idx, cols in tqdm(list(length_batches(attention_mask, batch_size)), desc=f"audit {method}", disable=not progress):
+    for b in runner.batches(model, input_ids, attention_mask, batch_size, progress, f"audit {method}"):
         with _recording(adapter) as rec:
-            exp = explain(model, input_ids[idx, cols].to(adapter.device), method, target=None if tgt is None else tgt[idx],
-                          attention_mask=attention_mask[idx, cols].to(adapter.device))
-        sums = [s.double() for s in exp.layer_sums()]
-        ups = [exp.logit.double(), *sums[::-1]]  # logit, layers[L], ..., layers[0]
-        downs = [*sums[::-1], exp.tokens.sum(-1).double()]
-        for j, (up, down) in enumerate(zip(ups, downs)):
-            key = "readout" if j == 0 else (L - j if j <= L else None)
-            zero = torch.zeros(len(idx), dtype=torch.float64)
-            terms = {t: rec.terms.get((t, key), zero) if key is not None else zero
-                     for t in ("softmax", "products", "bias")}
-            frames.append(pd.DataFrame({
-                "example": idx.numpy(), "stage_index": L + 1 - j,
-                "stage": "readout" if j == 0 else ("embeddings" if j > L else f"block {L + 1 - j}"),
-                "r_out": up.numpy(), "r_in": down.numpy(), "absorbed": (up - down).numpy(),
-                **{t: v.numpy() for t, v in terms.items()}, "logit": exp.logit.double().numpy()}))
+            exp = explain(model, b.input_ids, method, target=None if tgt is None else tgt[b.rows],
+                          attention_mask=b.attention_mask)
+        frames += _audit_rows(rec, exp, b.rows, adapter.n_layers)
     df = pd.concat(frames, ignore_index=True)
     df["other"] = df["absorbed"] - df["softmax"] - df["products"] - df["bias"]
     return df.sort_values(["stage_index", "example"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def _audit_rows(rec, exp, rows, L: int) -> list:
+    """One frame per stage of one batch (see :func:`absorption_audit`)."""
+    sums = [s.double() for s in exp.layer_sums()]
+    ups = [exp.logit.double(), *sums[::-1]]  # logit, layers[L], ..., layers[0]
+    downs = [*sums[::-1], exp.tokens.sum(-1).double()]
+    frames = []
+    for j, (up, down) in enumerate(zip(ups, downs)):
+        key = "readout" if j == 0 else (L - j if j <= L else None)
+        zero = torch.zeros(len(rows), dtype=torch.float64)
+        terms = {t: rec.terms.get((t, key), zero) if key is not None else zero for t in ("softmax", "products", "bias")}
+        frames.append(pd.DataFrame({
+            "example": rows.numpy(), "stage_index": L + 1 - j,
+            "stage": "readout" if j == 0 else ("embeddings" if j > L else f"block {L + 1 - j}"),
+            "r_out": up.numpy(), "r_in": down.numpy(), "absorbed": (up - down).numpy(),
+            **{t: v.numpy() for t, v in terms.items()}, "logit": exp.logit.double().numpy()}))
+    return frames
 
 
 def audit_summary(audit: pd.DataFrame) -> pd.DataFrame:
