@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 ## the README's generated sections (status table, gallery captions)
 reproduce: $(STAMP)
 	$(BIN)/python -m lrp_utils.notebooks run --full
-	$(BIN)/python -m lrp_utils.data manifests
+	$(BIN)/python -m lrp_utils.manifests
 	$(BIN)/python -m lrp_utils.notebooks readme
 
 figures: reproduce

@@ -245,26 +245,3 @@ def keyword_task(
     relevant = torch.zeros(n, seq_len, dtype=torch.bool).scatter_(1, slots, is_pos | is_neg)
     labels = (n_pos > n_neg).long()
     return KeywordTask(ids, labels, relevant, pos_ids, neg_ids)
-
-
-def main(argv=None) -> int:
-    """``python -m lrp_utils.data manifests [--check]``: write (or check) ``data/manifests/*.json``."""
-    import argparse
-
-    from . import manifests
-
-    p = argparse.ArgumentParser(description="manifests of the example sets (lrp_utils.manifests)")
-    p.add_argument("command", choices=["manifests"])
-    p.add_argument("--check", action="store_true", help="exit 1 if the committed manifests are not current")
-    a = p.parse_args(argv)
-    if a.check:
-        bad = manifests.stale()
-        print("manifests current" if not bad else f"stale manifests: {', '.join(bad)}; run python -m lrp_utils.data manifests")
-        return 1 if bad else 0
-    for path in manifests.write():
-        print(f"wrote {path.relative_to(manifests.DATA_DIR.parent)} ({path.stat().st_size / 1024:.1f} KB)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,7 @@ Anyone can check that the same examples were used: each set says how it is drawn
 filter, size), which notebook uses it (quick mode: the first ``n`` of the same list unless stated), and
 carries the row ids (Rotten Tomatoes) or one short hash per example, plus a hash of the whole set.
 
-``python -m lrp_utils.data manifests`` rewrites them (``make reproduce`` runs it); ``--check`` exits 1 when
+``python -m lrp_utils.manifests`` rewrites them (``make reproduce`` runs it); ``--check`` exits 1 when
 the committed files differ from what this module generates, and ``tests/test_manifests.py`` does the same.
 
 Hashes: ``sha256`` of the UTF-8 text. A set's ``sha256`` hashes its lines joined by ``"\\n"``: for labelled
@@ -204,3 +204,23 @@ def stale(folder: Path = MANIFEST_DIR, built: dict | None = None) -> list[str]:
            or (folder / f"{n}.json").read_text(encoding="utf-8") != dumps(m)]
     extra = [p.stem for p in folder.glob("*.json") if p.stem not in built]
     return bad + extra
+
+
+def main(argv=None) -> int:
+    """``python -m lrp_utils.manifests [--check]``: write (or check) ``data/manifests/*.json``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="manifests of the example sets (lrp_utils.manifests)")
+    p.add_argument("--check", action="store_true", help="exit 1 if the committed manifests are not current")
+    a = p.parse_args(argv)
+    if a.check:
+        bad = stale()
+        print("manifests current" if not bad else f"stale manifests: {', '.join(bad)}; run python -m lrp_utils.manifests")
+        return 1 if bad else 0
+    for path in write():
+        print(f"wrote {path.relative_to(DATA_DIR.parent)} ({path.stat().st_size / 1024:.1f} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ def built():
 
 
 def test_committed_manifests_are_current(built):
-    assert manifests.stale(built=built) == [], "run: python -m lrp_utils.data manifests"
+    assert manifests.stale(built=built) == [], "run: python -m lrp_utils.manifests"
 
 
 def test_manifests_are_small_and_hold_no_texts(built):

@@ -31,7 +31,7 @@ def test_saved_bytes_counts_only_autograd_tensors():
 
 def test_lxt_agreement_table():
     df = lxt.agreement()
-    assert set(df.model) == {"llama_gqa", "bert", "gpt2"} and "attnlrp" in set(df.method)
+    assert set(df.model) == set(lxt.NAMES) and "attnlrp" in set(df.method) and "cp-lrp" in set(df.method)
     assert (df.cosine >= LXT_MIN_COSINE).all() and (df.max_rel_error <= LXT_MAX_REL_ERR).all()
 
 

@@ -17,7 +17,6 @@ from lrp_utils.adapters.table import PROOFS, TESTED, markdown, model_rows
 from lrp_utils.models import load_local
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = str(ROOT / "tests" / "fixtures")
 
 
 def _classes(builders) -> set[str]:
@@ -33,10 +32,7 @@ def test_readme_table_is_generated_from_the_registry():
 
 
 def test_every_claimed_proof_has_its_test():
-    import sys
-
-    sys.path.insert(0, FIXTURES)
-    from lxt_loader import NAMES, fixture_path
+    from lrp_utils.lxt import NAMES, fixture_path
 
     zoo, vision = _classes(ARCHS), _classes(VISION_ARCHS)
     lxt = {torch.load(fixture_path(n), weights_only=True)["arch"] for n in NAMES} | {"ViTForImageClassification"}
