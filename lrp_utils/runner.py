@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from .progress import tqdm
 
-from . import checks, profiling
+from . import checks, masks, profiling
 from .adapters import get_adapter
 from .engine import explain
 from .explanation import Explanation
@@ -84,6 +84,25 @@ def predict(model, input_ids, attention_mask=None, batch_size: int = 32) -> torc
         logits = readout_logits(model, b.input_ids, b.attention_mask).double().cpu()
         out = logits.new_zeros(len(input_ids), logits.shape[1]) if out is None else out
         out[b.rows] = logits
+    return out
+
+
+@torch.no_grad()
+def token_predictions(model, input_ids, attention_mask=None, batch_size: int = 16) -> torch.Tensor:
+    """``[n, S]`` the causal LM's top-1 next token after every prefix (``out[b, k]`` predicts token
+    ``k + 1``; -1 at padding), from the model's own forward (all positions at once), in length
+    batches with right padding."""
+    adapter = get_adapter(model)
+    if adapter.task != "causal":
+        raise ValueError("token_predictions needs a causal language model (next-token logits)")
+    if attention_mask is not None and masks.left_padded(torch.as_tensor(attention_mask)):
+        raise ValueError("token_predictions needs right padding (the model's own forward counts positions from 0)")
+    out = torch.full(input_ids.shape, -1, dtype=torch.long)
+    with checks.frozen(adapter.all_modules):
+        for b in batches(model, input_ids, attention_mask, batch_size):
+            logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask)
+            pred = getattr(logits, "logits", logits).argmax(-1).cpu()
+            out[b.rows, b.cols] = pred.masked_fill(b.attention_mask.cpu() == 0, -1)
     return out
 
 

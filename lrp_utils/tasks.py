@@ -3,7 +3,8 @@ an explanation explains.
 
 * :class:`Task` (``input_ids, attention_mask, valid [n, S]``, ``target`` / ``contrast [n]``),
   built by :func:`classification_task` (a BERT-style classifier), :func:`next_token_task`
-  (prefixes of natural text for a causal LM), :func:`prompt_task` (a zero-shot prompt around a
+  (prefixes of natural text for a causal LM), :func:`competent_next_token_task` (only prefixes
+  whose true next word is the model's top-1 prediction), :func:`prompt_task` (a zero-shot prompt around a
   text) or :func:`inputs_task` (a padded batch as it comes); :func:`set_targets` fills in the
   model's own prediction (optionally restricted to two answer options: then ``contrast`` is the
   other option).
@@ -64,6 +65,7 @@ class Task:
     contrast: torch.Tensor | None = None
     tokens: list = field(default_factory=list)
     labels: torch.Tensor | None = None
+    meta: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -84,7 +86,7 @@ class Task:
         cut = lambda t: None if t is None else t[:n]  # noqa: E731
         return replace(self, input_ids=self.input_ids[:n], attention_mask=self.attention_mask[:n],
                        valid=self.valid[:n], target=cut(self.target), contrast=cut(self.contrast),
-                       tokens=self.tokens[:n], labels=cut(self.labels))
+                       tokens=self.tokens[:n], labels=cut(self.labels), meta=dict(self.meta))
 
 
 def classification_task(tokenizer, texts, labels=None, max_length: int = 64, name: str = "sentiment") -> Task:
@@ -111,6 +113,46 @@ def next_token_task(tokenizer, texts, seed: int = 0, min_prefix: int = 5, name: 
     valid = mask.bool().clone()
     valid[torch.arange(len(rows)), mask.sum(1) - 1] = False
     return Task(name, ids, mask, valid, tokens=[tokenizer.convert_ids_to_tokens(r) for r in rows])
+
+
+def is_word_token(tokenizer, token_id: int) -> bool:
+    """True if the token has a letter or digit (not punctuation, whitespace or a special token)."""
+    return token_id not in tokenizer.all_special_ids and any(c.isalnum() for c in tokenizer.decode([token_id]))
+
+
+def competent_next_token_task(model, tokenizer, texts, seed: int = 0, min_prefix: int = 4, batch_size: int = 16,
+                              name: str = "next-token (model right)") -> Task:
+    """Next-token prediction where the model is competent: for each text (no special tokens added)
+    the candidates are the prefixes of at least ``min_prefix`` tokens whose true next token is a
+    word (:func:`is_word_token`: not punctuation or whitespace) AND the model's top-1 prediction;
+    one candidate per text is drawn (seeded), texts without one are dropped.  ``target`` = that true
+    next token; ``valid`` = the prefix without its last (read-out) position.
+
+    ``task.meta`` reports the counts: ``texts``, ``word_positions`` (candidate positions before
+    the model is asked), ``correct_positions`` (of those, predicted top-1), ``texts_kept``
+    and ``top1_accuracy`` = correct / word positions (how often the model gets a word right)."""
+    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    ids, mask = pad(rows, tokenizer.pad_token_id)
+    pred = runner.token_predictions(model, ids, mask, batch_size)
+    rng = np.random.default_rng(seed)
+    kept, targets, n_word, n_right = [], [], 0, 0
+    for b, row in enumerate(rows):
+        word = [k for k in range(min_prefix, len(row)) if is_word_token(tokenizer, row[k])]
+        right = [k for k in word if int(pred[b, k - 1]) == row[k]]
+        n_word, n_right = n_word + len(word), n_right + len(right)
+        if right:
+            k = int(rng.choice(right))
+            kept.append(row[:k])
+            targets.append(row[k])
+    if not kept:
+        raise ValueError("no prefix of these texts is predicted right by the model")
+    ids, mask = pad(kept, tokenizer.pad_token_id)
+    valid = mask.bool().clone()
+    valid[torch.arange(len(kept)), mask.sum(1) - 1] = False
+    meta = {"texts": len(rows), "word_positions": n_word, "correct_positions": n_right,
+            "texts_kept": len(kept), "top1_accuracy": n_right / max(n_word, 1)}
+    return Task(name, ids, mask, valid, target=torch.tensor(targets), meta=meta,
+                tokens=[tokenizer.convert_ids_to_tokens(r) for r in kept])
 
 
 def prompt_task(tokenizer, texts, labels=None, template: str = PROMPT, name: str = "prompt-sentiment") -> Task:

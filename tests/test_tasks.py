@@ -104,3 +104,39 @@ def test_load_keyword_task():
     assert d["decode"](ids[0, :1]) == ["[CLS]"] and d["vocab_size"] == 32
     with pytest.raises(ValueError, match="unknown task"):
         tasks.load_task("imdb", 5)
+
+
+def test_competent_next_token_task_keeps_only_prefixes_the_model_gets_right():
+    from archs import tiny
+
+    from lrp_utils import runner
+    from lrp_utils.tasks import competent_next_token_task, pad
+
+    class Tok:  # a word tokenizer over a tiny vocabulary: ids 0 pad, 1 ".", 2.. words
+        pad_token_id, all_special_ids = 0, [0]
+        words = ["<pad>", ".", *[f"w{i}" for i in range(2, 50)]]
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [self.words.index(w) for w in text.split()]}
+
+        def decode(self, ids):
+            return " ".join(self.words[i] for i in ids)
+
+        def convert_ids_to_tokens(self, ids):
+            return [self.words[i] for i in ids]
+
+    model, tok = tiny(task="causal", vocab_size=50), Tok()
+    g = torch.Generator().manual_seed(3)
+    texts = [" ".join(tok.words[i] for i in torch.randint(1, 50, (12,), generator=g).tolist()) for _ in range(40)]
+    # make the model right somewhere: the text's own top-1 continuations appended
+    ids = [tok(t)["input_ids"] for t in texts]
+    pred = runner.token_predictions(model, *pad(ids, 0))
+    texts = [" ".join(tok.words[i] for i in row[:8] + [int(pred[b, 7])]) for b, row in enumerate(ids)]
+    task = competent_next_token_task(model, tok, texts, min_prefix=4)
+    assert task.meta["texts"] == 40 and 0 < task.meta["texts_kept"] <= 40
+    assert task.meta["correct_positions"] <= task.meta["word_positions"]
+    check = runner.token_predictions(model, task.input_ids, task.attention_mask)
+    last = task.attention_mask.sum(1) - 1
+    assert torch.equal(check[torch.arange(len(task)), last], task.target)  # the model predicts every target
+    assert all(tok.words[t] != "." for t in task.target.tolist())  # never punctuation
+    assert not task.valid[torch.arange(len(task)), last].any() and (task.attention_mask.sum(1) >= 4).all()
