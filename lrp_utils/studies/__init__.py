@@ -1,0 +1,1 @@
+"""One module per notebook: that notebook's orchestration, summary tables and figures."""
