@@ -56,7 +56,8 @@ class Captured:
     def relevance(self, grads, attention_mask, n_heads: int, positions: bool) -> dict:
         """Explanation fields from the gradients of :meth:`tensors` (same order): ``heads``,
         ``neurons`` (lists of ``[B, U]``) and, with ``positions``, the ``*_by_position`` lists
-        ``[B, S, U]``; ``{}`` when nothing was captured."""
+        ``[B, S, U]``; ``{}`` when nothing was captured.  A kind missing from some block (a block
+        without MLP) is None for the whole model."""
         if not self.tensors():
             return {}
         grads, out = iter(grads), {k: [] for k in ("heads", "neurons", "heads_by_position", "neurons_by_position")}
