@@ -29,9 +29,10 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import minilm_sized, paired_ratio, paired_times, peak_rss_mb, rss_increase_mb, smollm2_sized  # noqa: E402
+from common import minilm_sized, smollm2_sized  # noqa: E402
 
 from lrp_utils import explain  # noqa: E402
+from lrp_utils.profiling import paired_ratio, paired_times, peak_rss_mb, rss_increase_mb  # noqa: E402
 
 
 def plain(model, ids):

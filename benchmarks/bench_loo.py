@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +23,7 @@ from common import minilm_sized  # noqa: E402
 from lrp_utils import loo_by_layer  # noqa: E402
 from lrp_utils.adapters import get_adapter  # noqa: E402
 from lrp_utils.loo import run_suffix  # noqa: E402
+from lrp_utils.profiling import Clock  # noqa: E402
 
 
 @torch.no_grad()
@@ -56,12 +56,10 @@ def main():
     rows = []
     for S in ([32] if a.quick else [32, 64, 128]):
         ids = torch.randint(0, 1000, (1, S))
-        t0 = time.perf_counter()
-        fast = loo_by_layer(model, ids, batch_size=64)
-        t_fast = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        slow = naive(model, ids)
-        t_slow = time.perf_counter() - t0
+        clock = Clock()
+        fast = clock("batched", lambda: loo_by_layer(model, ids, batch_size=64))
+        slow = clock("naive", lambda: naive(model, ids))
+        t_fast, t_slow = clock.wall["batched"], clock.wall["naive"]
         err = float((fast[:, 0].float() - slow).nan_to_num().abs().max())
         rows.append(dict(seq=S, layers=fast.shape[0], batched_s=t_fast, naive_s=t_slow,
                          speedup=t_slow / t_fast, max_abs_diff=err))

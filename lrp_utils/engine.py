@@ -4,30 +4,31 @@ The forward runs through the adapter's pieces (embeddings, blocks, read-out) so 
 residual stream is at hand; the backward is a single ``torch.autograd.grad`` from the explained
 logits to the embedding parts, the residual streams and (PA-LRP with RoPE) the per-layer cos/sin
 tables (and, with ``latents=``, the inputs of every block's attention and MLP output projections,
-captured by forward pre-hooks during the same forward).  Relevance is ``tensor * modified
-gradient`` summed over features (over each head's features for heads).  Nothing outlives the
-call: hooks are removed, the attention function, grad mode and every module's train/eval flag
-are restored, and no parameter's ``.grad`` is touched.
+captured by forward pre-hooks during the same forward).  Relevance is ``tensor * modified gradient`` summed over features.  Nothing outlives the
+call: hooks are removed, the attention function, grad mode and every module's train/eval flag are
+restored, and no parameter's ``.grad`` is touched.
 """
 from __future__ import annotations
 
 import torch
 
-from . import baselines, checks, latents as latent_units
+from . import baselines, checks
+from . import latents as latent_units
 from .adapters import get_adapter
 from .explanation import Explanation
 from .methods import OTHER_METHODS, get_method
 
 
-def explain(model, input_ids, method: str = "attnlrp", target=None, attention_mask=None,
-            checkpoint: bool = False, latents=False, **kwargs) -> Explanation:
+def explain(model, input_ids=None, method: str = "attnlrp", target=None, attention_mask=None,
+            checkpoint: bool = False, *, pixel_values=None, latents=False, **kwargs) -> Explanation:
     """Explain the model's output for ``input_ids`` with ``method``.
 
     Args:
         model: a supported Hugging Face model (``lrp_utils.adapters.supported()``: BERT classifier,
-            GPT-2 LM / classifier, LLaMA LM / classifier incl. grouped-query attention) or a
-            ``TinyTransformer``.
-        input_ids: integer tensor ``[B, S]`` (``[S]`` is treated as batch 1).
+            GPT-2 LM / classifier, LLaMA LM / classifier incl. grouped-query attention, and the
+            families of the supported-models table in the README) or a ``TinyTransformer``.
+        input_ids: integer tensor ``[B, S]`` (``[S]`` is treated as batch 1).  Required, except for
+            vision models, which take ``pixel_values`` instead.
         method: ``"gi"``, ``"cp-lrp"``, ``"cp-lrp-ah"``, ``"attnlrp"``, ``"pa-lrp"``,
             ``"pa-cp-lrp"``, the ablations ``"attnlrp-no-softmax"`` and ``"attnlrp-full-value"``
             (see ``lrp_utils.methods``), or the baselines ``"ig"``, ``"rollout"``, ``"random"``.
@@ -36,6 +37,9 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
         attention_mask: ``[B, S]`` of 0 / 1, 1 = token, 0 = padding (left or right padding).
         checkpoint: recompute each block in the backward pass instead of storing its
             activations (``torch.utils.checkpoint``): less memory for long inputs, same relevance.
+        pixel_values: vision models (``ViTForImageClassification``) only: images ``[B, C, H, W]``
+            at the model's size; ``tokens`` is then per patch embedding (position 0: [CLS]) and
+            ``pixels [B, H, W]`` the relevance at the pixel input, summed over channels.
         latents: relevance of the latent units from the same backward pass (modified-gradient
             methods only): ``True`` fills ``heads`` (list of L ``[B, H]``: each head's output, the
             input of the attention output projection split by head, summed over positions) and
@@ -50,7 +54,8 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
         :class:`Explanation` with CPU tensors.
     """
     adapter = get_adapter(model)
-    input_ids, attention_mask = adapter.check_inputs(input_ids, attention_mask)
+    inputs = checks.model_inputs(adapter.modality, type(adapter.model).__name__, input_ids, pixel_values)
+    input_ids, attention_mask = adapter.check_inputs(inputs, attention_mask)
     target = checks.per_example(target, len(input_ids))
     name = method.lower() if isinstance(method, str) else method
     latents = checks.latents(latents)
@@ -74,7 +79,7 @@ def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False, la
     ``layers[l]``), for :mod:`lrp_utils.captum`."""
     with latent_units.capture(adapter, enabled=bool(latents)) as units:
         parts, h, ctx = adapter.start(input_ids, attention_mask, leaves=True)
-        ropes = [_leaf_rope(ctx.rope, m) for _ in range(adapter.n_layers)] if ctx.rope else []
+        ropes = [_leaf_rope(adapter.layer_rope(i, ctx), m) for i in range(adapter.n_layers)] if ctx.rope else []
         states = [h]
         h = adapter.run(h, ctx, ropes=ropes, states=states, checkpoint=checkpoint)
         logits = adapter.readout(h, ctx)
@@ -82,8 +87,9 @@ def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False, la
     logit = logits.gather(1, target[:, None])[:, 0]
     flat_ropes = [t for pair in ropes for t in pair] if m.positions else []
     inputs = [*parts.values(), *states, *flat_ropes]
-    grads = list(torch.autograd.grad(logit.sum(), inputs + units.tensors(), allow_unused=True))
-    latent_grads = grads[len(inputs):]
+    pixels = [ctx.pixels] if ctx.pixels is not None and ctx.pixels.requires_grad else []
+    grads = list(torch.autograd.grad(logit.sum(), inputs + pixels + units.tensors(), allow_unused=True))
+    pixel_grads, latent_grads = grads[len(inputs):len(inputs) + len(pixels)], grads[len(inputs) + len(pixels):]
     kept = _features(features, parts, states, grads, attention_mask)
     rel = [_relevance(x, g, attention_mask) for x, g in zip(inputs, grads)]
     by_name = dict(zip(parts, rel))
@@ -98,10 +104,18 @@ def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False, la
         logit=logit.detach().cpu(), target=target.cpu(), method=m.name,
         token_types=by_name.get("types") if m.positions else None,
         positions_by_layer=rope_rel or None,
+        pixels=_pixel_relevance(pixels[0], pixel_grads[0]) if pixels else None,
         **units.relevance(latent_grads, attention_mask, adapter.n_heads if latents else 0,
                           latents == "positions"),
         extras={"features": kept} if features else {},
     )
+
+
+def _leaf_rope(rope, m):
+    """Per-layer copies of the (cos, sin) tables: inputs with their own relevance under PA-LRP."""
+    if not m.positions:
+        return rope
+    return tuple(t.detach().clone().requires_grad_() for t in rope)
 
 
 def _features(features, parts, states, grads, attention_mask) -> dict:
@@ -114,11 +128,13 @@ def _features(features, parts, states, grads, attention_mask) -> dict:
     return out
 
 
-def _leaf_rope(rope, m):
-    """Per-layer copies of the (cos, sin) tables: inputs with their own relevance under PA-LRP."""
-    if not m.positions:
-        return rope
-    return tuple(t.detach().clone().requires_grad_() for t in rope)
+def _pixel_relevance(x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    """``[B, C, H, W] -> [B, H, W]``: pixel times modified gradient, summed over channels (float32
+    for half precision, as :func:`_relevance`)."""
+    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if g is None:
+        return torch.zeros(x[:, 0].shape, dtype=work)
+    return (x.detach().to(work) * g.to(work)).sum(1).detach().cpu()
 
 
 def _relevance(x: torch.Tensor, g: torch.Tensor | None, attention_mask, reduce: bool = True) -> torch.Tensor:

@@ -27,7 +27,6 @@ import torch
 
 from . import checks, metrics
 from .adapters import get_adapter
-from .batching import length_batches
 from .explanation import Explanation
 
 KINDS = ("heads", "neurons")
@@ -168,11 +167,10 @@ def logits_with(model, input_ids, attention_mask, kind: str, off, batch_size: in
     ``batch_size``, in length-sorted batches (``off`` then ``[1, N]``: the same units for all)."""
     adapter = get_adapter(model)
     if batch_size is not None:
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        parts = [(idx, logits_with(adapter, input_ids[idx, cols], mask[idx, cols], kind, off))
-                 for idx, cols in length_batches(mask, checks.positive_int("batch_size", batch_size))]
-        out = torch.cat([p for _, p in parts])
-        return out[torch.argsort(torch.cat([i for i, _ in parts]))]
+        from .runner import predict  # runner -> engine -> this module
+
+        with checks.frozen(adapter.all_modules), ablate(adapter, kind, off):
+            return predict(adapter.model, input_ids, attention_mask, batch_size)
     ids, mask = adapter.check_inputs(input_ids, attention_mask)
     with checks.frozen(adapter.all_modules), torch.no_grad(), ablate(adapter, kind, off):
         return adapter.forward(ids, mask)
@@ -197,16 +195,13 @@ def ablation_curve(model, input_ids, attention_mask, target, scores, ks, kind: s
 
 
 # -- rankings and faithfulness curves over a dataset --------------------------------------------
-def explain_units(model, input_ids, attention_mask, method: str, target=None, batch_size: int = 16) -> Explanation:
-    """``explain(..., latents=True)`` over a dataset in length-sorted batches, assembled ``[n, ...]``."""
-    from .engine import explain
+def explain_units(model, input_ids, attention_mask, method: str, target=None, batch_size: int = 16,
+                  contrast=None) -> Explanation:
+    """``explain(..., latents=True)`` over a dataset (:func:`lrp_utils.runner.explain_many`)."""
+    from .runner import explain_many  # runner -> engine -> this module
 
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    tgt = checks.per_example(target, len(input_ids))
-    parts = [(idx, cols, explain(model, input_ids[idx, cols], method, None if tgt is None else tgt[idx],
-                                 mask[idx, cols], latents=True))
-             for idx, cols in length_batches(mask, checks.positive_int("batch_size", batch_size))]
-    return Explanation.assemble(parts, tuple(input_ids.shape))
+    return explain_many(model, input_ids, attention_mask, (method,), target, contrast, batch_size,
+                        latents=True)[method]
 
 
 def rankings(model, input_ids, attention_mask, kind: str, methods=("attnlrp", "cp-lrp"), target=None,
@@ -233,21 +228,22 @@ def class_units(model, input_ids, attention_mask, labels, cls: int = 1, kind: st
     difference ``cls - other`` (:meth:`Explanation.contrast`), averaged over the examples of
     ``labels == cls`` the model classifies correctly (an explanation is evidence about the model
     only where it is competent).  Returns ``(scores [N], n_used, accuracy on all examples)``."""
-    this = explain_units(model, input_ids, attention_mask, method, cls, batch_size)
-    other = explain_units(model, input_ids, attention_mask, method, 1 - cls, batch_size)
-    pred = torch.where(this.logit > other.logit, cls, 1 - cls)
-    correct = pred == torch.as_tensor(labels)
-    used = correct & (torch.as_tensor(labels) == cls)
-    return flatten(getattr(this.contrast(other), _kind(kind)))[used].mean(0), int(used.sum()), float(correct.double().mean())
+    diff = explain_units(model, input_ids, attention_mask, method, cls, batch_size, contrast=1 - cls)
+    labels = torch.as_tensor(labels)
+    correct = torch.where(diff.logit > 0, cls, 1 - cls) == labels  # diff.logit: logit[cls] - logit[other]
+    used = correct & (labels == cls)
+    return flatten(getattr(diff, _kind(kind)))[used].mean(0), int(used.sum()), float(correct.double().mean())
 
 
 def faithfulness(model, input_ids, attention_mask, kind: str, scores: dict, target, ks,
                  batch_size: int = 32) -> pd.DataFrame:
     """Long table ``ranking, k, example, drop`` of :func:`ablation_curve` for every ranking
     (length-sorted batches, shared padding cropped)."""
+    from .runner import length_batches  # runner -> engine -> this module
+
     mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
     rows = []
-    for idx, cols in length_batches(mask, checks.positive_int("batch_size", batch_size)):
+    for idx, cols in length_batches(mask, batch_size):
         ids, m, tgt = input_ids[idx, cols], mask[idx, cols], target[idx]
         none = torch.zeros(1, next(iter(scores.values())).shape[1], dtype=torch.bool)
         base = logits_with(model, ids, m, kind, none)[torch.arange(len(idx)), tgt]

@@ -1,26 +1,29 @@
-"""Metrics for relevance maps: agreement, bootstrap intervals, perturbation curves, conservation.
+"""Metrics for relevance maps: agreement, bootstrap intervals, perturbation curves.
 
 Everything here works on plain tensors/arrays and on callables supplied by the caller; nothing
 depends on how the relevance was computed. Shapes: ``n`` examples, ``seq`` positions, ``F``
 fractions, ``L + 1`` layers (layer 0 = input embeddings).
 
-* Agreement (You et al. 2025): per-example Pearson / Spearman between two relevance maps, averaged,
-  with a percentile-bootstrap confidence interval over examples.
+* Agreement (You et al. 2025): per-example Pearson / Spearman between two relevance maps
+  (:func:`row_correlations`, vectorised), averaged, with a bootstrap interval over examples.
 * Perturbation curves (Ali et al. 2022; Achtibat et al. 2024): :func:`perturbation_curve` is generic;
   :func:`auac`, :func:`au_mse` and :func:`morf_lerf` are the named protocols built on it.
-* Conservation: :func:`conservation_table` compares per-layer relevance sums with the logit.
+* Bootstrap: :func:`bootstrap` is the one resampling loop (means, medians, ratios of means,
+  paired designs); :func:`bootstrap_ci`, :func:`paired_bootstrap` and :func:`curve_band` use it.
 
 All scores are returned raw; any normalisation for display belongs in :mod:`lrp_utils.viz`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.stats import rankdata
+
+from . import checks
 
 DEFAULT_FRACTIONS = np.linspace(0.0, 1.0, 11)
 ORDERS = ("morf", "lerf")
@@ -42,34 +45,49 @@ def _check_shape(name: str, x: np.ndarray, shape: tuple) -> None:
 
 
 # --------------------------------------------------------------------------- correlations
-def correlations(a, b, mask=None) -> tuple[float, float]:
-    """Pearson and Spearman correlation of two relevance vectors.
+def row_correlations(A, B, mask=None) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson and Spearman correlation of each row of two relevance maps, vectorised.
 
     Args:
-        a, b: ``[seq]`` relevance vectors (tensor or array).
-        mask: optional ``[seq]`` bool, True = position counts (False for padding etc.).
+        A, B: ``[n, seq]`` relevance (tensor or array).
+        mask: optional ``[n, seq]`` bool, True = position counts (False for padding etc.).
 
-    Positions where ``a`` or ``b`` is NaN, or ``mask`` is False, are ignored. Spearman uses
-    average ranks for ties. Returns ``(nan, nan)`` when fewer than 3 positions remain or either
-    vector has zero variance on them (a correlation is undefined there, not 0).
+    Positions where ``A`` or ``B`` is NaN, or ``mask`` is False, are ignored. Spearman uses
+    average ranks for ties. Returns ``(pearson [n], spearman [n])``, NaN in a row with fewer than
+    3 positions left or a constant map on them (a correlation is undefined there, not 0).
     """
+    A, B = to_numpy(A), to_numpy(B)
+    if A.ndim != 2 or A.shape != B.shape:
+        raise ValueError(f"expected two [n, seq] arrays of equal shape, got {A.shape} and {B.shape}")
+    keep = np.isfinite(A) & np.isfinite(B)
+    if mask is not None:
+        M = to_numpy(mask, bool)
+        _check_shape("mask", M, A.shape)
+        keep &= M
+    X, Y = np.where(keep, A, np.nan), np.where(keep, B, np.nan)
+    ranks = [rankdata(Z, axis=1, nan_policy="omit") for Z in (X, Y)]
+    return _row_pearson(X, Y), _row_pearson(*ranks)
+
+
+def _row_pearson(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson of NaN-masked ``[n, seq]`` arrays (NaN: < 3 values or a constant row)."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+        ptp = lambda Z: np.nanmax(Z, 1) - np.nanmin(Z, 1)  # noqa: E731
+        ok = (np.isfinite(X).sum(1) >= 3) & (ptp(X) > 0) & (ptp(Y) > 0)
+        X, Y = X - np.nanmean(X, 1, keepdims=True), Y - np.nanmean(Y, 1, keepdims=True)
+        r = np.clip(np.nansum(X * Y, 1) / np.sqrt(np.nansum(X * X, 1) * np.nansum(Y * Y, 1)), -1.0, 1.0)
+    return np.where(ok, r, np.nan)
+
+
+def correlations(a, b, mask=None) -> tuple[float, float]:
+    """Pearson and Spearman correlation of two relevance vectors ``[seq]`` (``mask [seq]``
+    optional): one row of :func:`row_correlations`."""
     a, b = to_numpy(a), to_numpy(b)
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"expected two 1-D vectors of equal length, got {a.shape} and {b.shape}")
-    keep = np.isfinite(a) & np.isfinite(b)
-    if mask is not None:
-        m = to_numpy(mask, bool)
-        _check_shape("mask", m, a.shape)
-        keep &= m
-    a, b = a[keep], b[keep]
-    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan"), float("nan")
-    return _pearson(a, b), _pearson(rankdata(a), rankdata(b))
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return float(np.clip((a @ b) / np.sqrt((a @ a) * (b @ b)), -1.0, 1.0))
+    p, s = row_correlations(a[None], b[None], None if mask is None else to_numpy(mask, bool)[None])
+    return float(p[0]), float(s[0])
 
 
 @dataclass(frozen=True)
@@ -101,49 +119,82 @@ def agreement(A, B, mask=None, n_boot: int = 1000, seed: int = 0) -> Agreement:
         mask: optional ``[n, seq]`` bool, True = position counts.
         n_boot, seed: percentile bootstrap over examples (see :func:`bootstrap_ci`).
     """
-    A, B = to_numpy(A), to_numpy(B)
-    if A.ndim != 2 or A.shape != B.shape:
-        raise ValueError(f"expected two [n, seq] arrays of equal shape, got {A.shape} and {B.shape}")
-    M = np.ones(A.shape, bool) if mask is None else to_numpy(mask, bool)
-    _check_shape("mask", M, A.shape)
-    pairs = np.array([correlations(a, b, m) for a, b, m in zip(A, B, M)]).reshape(-1, 2)
-    p_ci = bootstrap_ci(pairs[:, 0], n_boot=n_boot, seed=seed)
-    s_ci = bootstrap_ci(pairs[:, 1], n_boot=n_boot, seed=seed)
+    pearson, spearman = row_correlations(A, B, mask)
+    p_ci = bootstrap_ci(pearson, n_boot=n_boot, seed=seed)
+    s_ci = bootstrap_ci(spearman, n_boot=n_boot, seed=seed)
     return Agreement(p_ci.mean, (p_ci.low, p_ci.high), s_ci.mean, (s_ci.low, s_ci.high),
-                     len(A), pairs[:, 0], pairs[:, 1])
+                     len(pearson), pearson, spearman)
+
+
+def precision_at_k(relevance, relevant, valid=None) -> np.ndarray:
+    """``[n]``: the share of the ``k`` positions with the largest ``|relevance|`` that are
+    ``relevant`` (``k`` = number of relevant positions of the example; ties by position).
+    ``relevance [n, seq]`` (NaN counts as 0), ``relevant [n, seq]`` bool ground truth, ``valid``
+    ``[n, seq]`` bool positions that may be picked (default all)."""
+    R = torch.nan_to_num(torch.as_tensor(relevance)).abs()
+    truth = torch.as_tensor(relevant).bool()
+    if valid is not None:
+        R = R.masked_fill(~torch.as_tensor(valid).bool(), -1.0)
+    top = torch.argsort(R, dim=1, descending=True, stable=True)
+    k = truth.sum(1)
+    return np.array([truth[b, top[b, :k[b]]].float().mean().item() for b in range(len(R))])
 
 
 # --------------------------------------------------------------------------- bootstrap
 class Interval(NamedTuple):
-    """A mean and its confidence interval ``[low, high]``."""
+    """An estimate and its confidence interval ``[low, high]`` (floats, or arrays for a vector
+    statistic)."""
 
     mean: float
     low: float
     high: float
 
 
-def _boot_means(values: np.ndarray, n_boot: int, seed: int, chunk: int = 200) -> np.ndarray:
-    """``[n_boot, ...]`` means of resamples (with replacement) along axis 0 of ``values``."""
-    rng = np.random.default_rng(seed)
-    n, out = len(values), []
-    for start in range(0, n_boot, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        out.append(values[idx].mean(axis=1))
-    return np.concatenate(out)
+#: named statistics of :func:`bootstrap`: ``x [B, n, ...] -> [B, ...]`` (reduce the example axis 1)
+STATISTICS = {
+    "mean": lambda x: x.mean(axis=1),
+    "median": lambda x: np.median(x, axis=1),
+    "ratio_of_means": lambda x: x[..., 0].mean(1) / x[..., 1].mean(1),  # values [n, 2]: num, den
+}
+
+
+def bootstrap(values, stat="mean", n_boot: int = 1000, alpha: float = 0.05, seed: int = 0,
+              chunk: int = 200) -> Interval:
+    """Percentile bootstrap over examples: the one resampling loop of the package.
+
+    Args:
+        values: ``[n]`` or ``[n, k]`` (rows are examples and are resampled whole, so the columns
+            of a paired design stay together); rows with a non-finite value are dropped.
+        stat: ``"mean"``, ``"median"``, ``"ratio_of_means"`` (``values [n, 2]`` = numerator,
+            denominator: ``mean(values[:, 0]) / mean(values[:, 1])``) or a function mapping
+            resamples ``[B, n, ...]`` to ``[B, ...]``.
+        n_boot: resamples (integer >= 1); alpha: level in (0, 1), the interval is the
+            ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the resampled statistic (NaNs ignored).
+        seed: resamples are drawn from ``numpy.random.default_rng(seed)``, ``chunk`` at a time.
+
+    Returns ``Interval(stat(values), low, high)``: floats, or arrays for a vector statistic.
+    Deterministic for a given ``seed``; no rows left gives NaN, a single row a zero-width interval.
+    """
+    n_boot = checks.positive_int("n_boot", n_boot)
+    alpha = checks.unit_interval("alpha", alpha)
+    fn = STATISTICS[stat] if isinstance(stat, str) else stat
+    v = to_numpy(values)
+    v = v[np.isfinite(v.reshape(len(v), -1)).all(1)] if v.ndim else v.reshape(1)
+    if len(v) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    rng = np.random.default_rng(checks.integer("seed", seed))
+    boots = np.concatenate([fn(v[rng.integers(0, len(v), size=(min(chunk, n_boot - start), len(v)))])
+                            for start in range(0, n_boot, chunk)])
+    low, high = np.nanquantile(boots, [alpha / 2, 1 - alpha / 2], axis=0)
+    est = fn(v[None])[0]
+    scalar = np.ndim(est) == 0
+    return Interval(*(float(x) if scalar else x for x in (est, low, high)))
 
 
 def bootstrap_ci(values, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Interval:
-    """Percentile-bootstrap interval of the mean of ``values`` ``[n]`` (NaNs dropped).
-
-    Deterministic for a given ``seed``. Empty input gives all-NaN; a single value gives
-    a zero-width interval.
-    """
-    v = to_numpy(values).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return Interval(float("nan"), float("nan"), float("nan"))
-    low, high = np.quantile(_boot_means(v, n_boot, seed), [alpha / 2, 1 - alpha / 2])
-    return Interval(float(v.mean()), float(low), float(high))
+    """Percentile-bootstrap interval of the mean of ``values`` ``[n]`` (NaNs dropped; see
+    :func:`bootstrap`)."""
+    return bootstrap(to_numpy(values).ravel(), "mean", n_boot, alpha, seed)
 
 
 def paired_bootstrap(a, b, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> Interval:
@@ -170,8 +221,7 @@ def curve_band(scores, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0):
     s = to_numpy(scores)
     if s.ndim != 2:
         raise ValueError(f"scores must be [F, n], got shape {s.shape}")
-    boots = _boot_means(s.T, n_boot, seed)  # [n_boot, F]
-    low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2], axis=0)
+    _, low, high = bootstrap(s.T, "mean", n_boot, alpha, seed)
     return s.mean(axis=1), low, high
 
 
@@ -348,36 +398,3 @@ def morf_lerf(score_fn: Callable, relevance, valid=None,
     curves = [perturbation_curve(score_fn, relevance, o, fr, "remove", valid, by_abs) for o in ORDERS]
     return MorfLerf(CurveResult(fr, curves[0]), CurveResult(fr, curves[1]))
 
-
-def random_relevance(shape, seed: int = 0) -> torch.Tensor:
-    """Random baseline: float64 standard-normal relevance of ``shape`` (e.g. ``[n, seq]``), seeded."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(tuple(shape), generator=gen, dtype=torch.float64)
-
-
-# --------------------------------------------------------------------------- conservation
-def conservation_table(layer_sums, logit) -> pd.DataFrame:
-    """Per-layer relevance sums against the explained logit.
-
-    Args:
-        layer_sums: ``[L + 1, n]`` tensor/array, or a list of ``L + 1`` tensors ``[n]``: total
-            relevance at each layer (0 = input) for each example.
-        logit: ``[n]`` the explained logit.
-
-    Returns one row per layer: ``layer``, ``mean_sum``, ``mean_logit``, ``mean_ratio`` (mean of
-    sum / logit; inf/NaN where a logit is 0), ``median_ratio``, ``mean_abs_error`` (mean
-    |sum - logit|), ``max_abs_error`` and ``mean_rel_error`` (mean |sum - logit| / |logit|).
-    """
-    if isinstance(layer_sums, (list, tuple)):
-        layer_sums = np.stack([to_numpy(s).ravel() for s in layer_sums])
-    S, z = to_numpy(layer_sums), to_numpy(logit).ravel()
-    if S.ndim != 2 or S.shape[1] != z.size:
-        raise ValueError(f"layer_sums must be [L+1, n] with n = {z.size}, got shape {S.shape}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio, err = S / z, np.abs(S - z)
-        rel = err / np.abs(z)
-    return pd.DataFrame({
-        "layer": np.arange(len(S)), "mean_sum": S.mean(1), "mean_logit": z.mean(),
-        "mean_ratio": ratio.mean(1), "median_ratio": np.median(ratio, axis=1),
-        "mean_abs_error": err.mean(1), "max_abs_error": err.max(1), "mean_rel_error": rel.mean(1),
-    })

@@ -16,11 +16,11 @@ DataFrame with a global ``example`` column):
 ==========================  ========  ===============================================================
 name                        notebook  function
 ==========================  ========  ===============================================================
-``layer_sums``              01, 02    :func:`lrp_utils.experiments.conservation.layer_sums`
-``faithfulness``            01, 02    :func:`lrp_utils.experiments.faithfulness.run_faithfulness` (areas)
-``loo_agreement``           04        :func:`lrp_utils.experiments.loo_agreement.loo_agreement`
-``positional_budget``       05        :func:`lrp_utils.experiments.positional.budget_table`
-``positional_faithfulness`` 05        :func:`lrp_utils.experiments.positional.faithfulness_table`
+``layer_sums``              01, 02    :func:`lrp_utils.audit.layer_sums`
+``faithfulness``            01, 02    :func:`lrp_utils.perturbation.run_faithfulness` (areas)
+``loo_agreement``           04        :func:`lrp_utils.studies.loo_layers.loo_agreement`
+``positional_budget``       05        :func:`lrp_utils.studies.positional.budget_table`
+``positional_faithfulness`` 05        :func:`lrp_utils.studies.positional.faithfulness_table`
 ==========================  ========  ===============================================================
 
 Config (JSON or YAML) keys, all optional but ``model``:
@@ -46,11 +46,11 @@ import pandas as pd
 import torch
 
 EXPERIMENTS = {
-    "layer_sums": ("lrp_utils.experiments.conservation", "layer_sums"),
-    "loo_agreement": ("lrp_utils.experiments.loo_agreement", "loo_agreement"),
-    "faithfulness": ("lrp_utils.experiments.faithfulness", "run_faithfulness"),
-    "positional_budget": ("lrp_utils.experiments.positional", "budget_table"),
-    "positional_faithfulness": ("lrp_utils.experiments.positional", "faithfulness_table"),
+    "layer_sums": ("lrp_utils.audit", "layer_sums"),
+    "loo_agreement": ("lrp_utils.studies.loo_layers", "loo_agreement"),
+    "faithfulness": ("lrp_utils.perturbation", "run_faithfulness"),
+    "positional_budget": ("lrp_utils.studies.positional", "budget_table"),
+    "positional_faithfulness": ("lrp_utils.studies.positional", "faithfulness_table"),
 }
 
 

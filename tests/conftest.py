@@ -37,3 +37,41 @@ def padded_ids():
     mask[1, 6:] = 0
     mask[2, 4:] = 0
     return ids, mask
+
+
+# -- tasks (tests of lrp_utils.tasks, perturbation, studies.positional) ---------------------------
+TASK_MODELS = {
+    "tiny-learned": lambda: tiny(position="learned"),
+    "tiny-rotary-causal": lambda: tiny(position="rotary", task="causal", n_kv_heads=2),
+    "tiny-linear": lambda: tiny(attention="linear", order="q(kv)", feature_map="elu1", normalize=True),
+    "bert": lambda: hf_model("bert"),
+    "llama": lambda: hf_model("llama"),
+}
+
+
+def is_causal(model) -> bool:
+    from lrp_utils.adapters import get_adapter
+
+    return get_adapter(model).task == "causal"
+
+
+def random_task(model, n=6, S=9, seed=0, causal=None):
+    """A right-padded :class:`lrp_utils.tasks.Task` of random ids (lengths S, 4, 7, S, 5, 6);
+    ``valid`` excludes padding and the read-out position (last token if causal, else the first)."""
+    from lrp_utils.tasks import Task
+
+    causal = is_causal(model) if causal is None else causal
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, model.config.vocab_size, (n, S), generator=g)
+    lengths = torch.tensor([S, 4, 7, S, 5, 6][:n])
+    mask = (torch.arange(S)[None] < lengths[:, None]).long()
+    valid = mask.bool().clone()
+    valid[torch.arange(n), (lengths - 1) if causal else torch.zeros(n, dtype=torch.long)] = False
+    return Task("t", ids, mask, valid, tokens=[["x"] * int(L) for L in lengths])
+
+
+def close(a, b, rel, scale=None):
+    """``max |a - b| <= rel * scale`` (default scale: max |b|)."""
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    scale = scale if scale is not None else max(float(b.abs().max()), 1e-12)
+    assert float((a - b).abs().max()) <= rel * scale, f"max diff {float((a - b).abs().max()):.3e}"

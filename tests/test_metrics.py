@@ -2,11 +2,12 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from scipy.stats import pearsonr, spearmanr
 
 from lrp_utils import metrics as M
+from lrp_utils.baselines import random_relevance
 from tolerances import CORRELATION_EXACT_ATOL, HAND_FLOAT64_ATOL
 
 
@@ -64,7 +65,79 @@ def test_agreement_mask_and_shape_errors():
         M.agreement(A, B, mask=[[True, True]])
 
 
+def test_row_correlations_equal_scipy_per_row():
+    g = np.random.default_rng(0)
+    A = g.normal(size=(40, 12))
+    B = A + g.normal(size=A.shape)
+    B[:, 3] = np.round(B[:, 3])  # ties for the ranks
+    mask = g.random(A.shape) > 0.2
+    A[5, 2] = np.nan  # a NaN counts as masked
+    mask[7, 3:] = False  # 3 positions: still defined
+    mask[8, 2:] = False  # 2 positions: undefined
+    B[9] = 1.0  # constant: undefined
+    pear, spear = M.row_correlations(A, B, mask)
+    for i in range(len(A)):
+        keep = mask[i] & np.isfinite(A[i]) & np.isfinite(B[i])
+        if keep.sum() < 3 or np.ptp(B[i][keep]) == 0:
+            assert np.isnan(pear[i]) and np.isnan(spear[i]), i
+            continue
+        assert pear[i] == pytest.approx(pearsonr(A[i][keep], B[i][keep])[0], abs=CORRELATION_EXACT_ATOL), i
+        assert spear[i] == pytest.approx(spearmanr(A[i][keep], B[i][keep])[0], abs=CORRELATION_EXACT_ATOL), i
+    p1, s1 = M.correlations(A[0], B[0], mask[0])
+    assert (p1, s1) == (pear[0], spear[0])  # one row of the same computation
+    with pytest.raises(ValueError):
+        M.row_correlations(A, B[:, :3])
+
+
+def test_precision_at_k():
+    R = torch.tensor([[0.1, -3.0, 2.0, 0.5], [1.0, 1.0, 0.0, float("nan")]])
+    truth = torch.tensor([[False, True, False, True], [False, False, True, True]])
+    np.testing.assert_allclose(M.precision_at_k(R, truth), [0.5, 0.0])  # top-2 |R|: 1, 2 / 0, 1 (ties by position)
+    valid = torch.tensor([[True, False, True, True], [True, True, True, True]])
+    np.testing.assert_allclose(M.precision_at_k(R, truth, valid), [0.5, 0.0])  # top-2 among valid: 2, 3
+
+
 # ----------------------------------------------------------------------------- bootstrap
+def test_bootstrap_validates_its_arguments():
+    v = [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="alpha"):
+        M.bootstrap_ci(v, alpha=1.5)  # used to return low > high
+    with pytest.raises(ValueError, match="alpha"):
+        M.bootstrap(v, alpha=0.0)
+    with pytest.raises(ValueError, match="n_boot"):
+        M.bootstrap_ci(v, n_boot=0)  # used to crash inside numpy
+    with pytest.raises(TypeError, match="n_boot"):
+        M.paired_bootstrap(v, v, n_boot=10.5)
+    with pytest.raises(ValueError, match="n_boot"):
+        M.curve_band(np.ones((2, 3)), n_boot=-1)
+    with pytest.raises(KeyError):
+        M.bootstrap(v, "mode")
+
+
+def test_bootstrap_statistics_by_hand():
+    v = np.array([1.0, 2.0, 4.0, 10.0, 3.0])
+    assert M.bootstrap(v, "median", n_boot=300).mean == pytest.approx(3.0)
+    med = M.bootstrap(v, "median", n_boot=300, seed=1)
+    assert med.low <= 3.0 <= med.high and med.low >= 1.0 and med.high <= 10.0
+    pairs = np.array([[1.0, 2.0], [3.0, 2.0], [2.0, 4.0], [np.nan, 1.0]])  # the NaN row is dropped
+    ratio = M.bootstrap(pairs, "ratio_of_means", n_boot=300)
+    assert ratio.mean == pytest.approx(6.0 / 8.0, abs=HAND_FLOAT64_ATOL) and ratio.low <= ratio.mean <= ratio.high
+    vec = M.bootstrap(np.c_[v, 2 * v], lambda x: x.mean(1), n_boot=300)  # a vector statistic, rows kept together
+    np.testing.assert_allclose(vec.mean, [v.mean(), 2 * v.mean()], atol=HAND_FLOAT64_ATOL)
+    assert vec.low[1] == pytest.approx(2 * vec.low[0]) and vec.high[1] == pytest.approx(2 * vec.high[0])
+    assert M.bootstrap(v, n_boot=300, seed=2) == M.bootstrap_ci(v, n_boot=300, seed=2)
+
+
+def test_one_resampling_stream():
+    """Every interval comes from the same resamples: a mean's interval equals the percentiles of
+    the means of ``rng.integers(0, n, (n_boot, n))`` rows, chunking changes nothing."""
+    v = np.random.default_rng(5).normal(size=17)
+    idx = np.random.default_rng(7).integers(0, len(v), size=(450, len(v)))
+    low, high = np.quantile(v[idx].mean(1), [0.05, 0.95])
+    ci = M.bootstrap(v, n_boot=450, alpha=0.1, seed=7, chunk=64)
+    assert (ci.low, ci.high) == pytest.approx((low, high), abs=0)
+
+
 def test_bootstrap_ci_contains_mean_and_is_seeded():
     v = np.random.default_rng(0).normal(size=40)
     ci = M.bootstrap_ci(v, n_boot=500, seed=3)
@@ -182,7 +255,7 @@ def test_au_mse_three_tokens_by_hand():
 
 def test_good_relevance_beats_random_on_both_protocols():
     w = torch.tensor([[4.0, 0.1, 2.0, 0.5, 3.0, 1.0]])
-    rnd = M.random_relevance(w.shape, seed=0)
+    rnd = random_relevance(w.shape, seed=0)[0]
     prob = lambda removed: torch.sigmoid((w * ~removed).sum(1) - 5.0)  # noqa: E731
     assert M.auac(prob, w).area > M.auac(prob, -w).area
     assert M.au_mse(weight_score(w), w).area < M.au_mse(weight_score(w), rnd).area
@@ -198,20 +271,7 @@ def test_curve_result_band_for_plotting():
 
 
 def test_random_relevance_is_seeded():
-    a = M.random_relevance((2, 5), seed=7)
+    a = random_relevance((2, 5), seed=7)[0]
     assert a.shape == (2, 5) and a.dtype == torch.float64
-    assert torch.equal(a, M.random_relevance((2, 5), seed=7))
-    assert not torch.equal(a, M.random_relevance((2, 5), seed=8))
-
-
-# ----------------------------------------------------------------------------- conservation
-def test_conservation_table_by_hand():
-    sums = torch.tensor([[2.0, 4.0], [1.0, 2.0]])  # [L+1 = 2, n = 2]
-    df = M.conservation_table(sums, torch.tensor([2.0, 4.0]))
-    assert isinstance(df, pd.DataFrame) and list(df["layer"]) == [0, 1]
-    np.testing.assert_allclose(df["mean_ratio"], [1.0, 0.5], atol=HAND_FLOAT64_ATOL)
-    np.testing.assert_allclose(df["mean_abs_error"], [0.0, 1.5], atol=HAND_FLOAT64_ATOL)
-    np.testing.assert_allclose(df["mean_rel_error"], [0.0, 0.5], atol=HAND_FLOAT64_ATOL)
-    pd.testing.assert_frame_equal(df, M.conservation_table(list(sums), [2.0, 4.0]))
-    with pytest.raises(ValueError):
-        M.conservation_table(sums, [1.0, 2.0, 3.0])
+    assert torch.equal(a, random_relevance((2, 5), seed=7)[0])
+    assert not torch.equal(a, random_relevance((2, 5), seed=8)[0])

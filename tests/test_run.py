@@ -73,5 +73,5 @@ def test_config_batch_size_reaches_the_loop():
     """``batch_size`` in the config is the loop's: same table at 2 as at the default; 0 is refused there."""
     pd.testing.assert_frame_equal(run._sort(run.run_shard("layer_sums", {**CFG, "batch_size": 2}, 0, 6)),
                                   run._sort(run.run_shard("layer_sums", CFG, 0, 6)), rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer in >= 1"):
         run.run_shard("layer_sums", {**CFG, "batch_size": 0}, 0, 6)
