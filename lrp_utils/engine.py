@@ -4,9 +4,10 @@ The forward runs through the adapter's pieces (embeddings, blocks, read-out) so 
 residual stream is at hand; the backward is a single ``torch.autograd.grad`` from the explained
 logits to the embedding parts, the residual streams and (PA-LRP with RoPE) the per-layer cos/sin
 tables (and, with ``latents=``, the inputs of every block's attention and MLP output projections,
-captured by forward pre-hooks during the same forward).  Relevance is ``tensor * modified gradient`` summed over features.  Nothing outlives the
-call: hooks are removed, the attention function, grad mode and every module's train/eval flag are
-restored, and no parameter's ``.grad`` is touched.
+captured by forward pre-hooks during the same forward).  Relevance is ``tensor * modified
+gradient`` summed over features (over each head's features for heads).  Nothing outlives the
+call: hooks are removed, the attention function, grad mode and every module's train/eval flag
+are restored, and no parameter's ``.grad`` is touched.
 """
 from __future__ import annotations
 

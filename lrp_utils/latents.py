@@ -64,7 +64,8 @@ class Captured:
             for kind, x in zip(KINDS, pair):
                 if x is None:
                     continue
-                total, by_pos = unit_relevance(x, next(grads), attention_mask, n_heads if kind == "heads" else x.shape[-1])
+                units = n_heads if kind == "heads" else x.shape[-1]
+                total, by_pos = unit_relevance(x, next(grads), attention_mask, units)
                 out[kind].append(total)
                 out[f"{kind}_by_position"].append(by_pos if positions else None)
         return {k: (v if v and v[0] is not None and len(v) == len(self.units) else None) for k, v in out.items()}

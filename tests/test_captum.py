@@ -68,7 +68,8 @@ def test_layer_attributions_equal_explain_layers(method):
         _close(attr.sum(-1), exp.layers[layer], scale)
     block = model.model.layers[1]
     out = LAYER_CLASSES[method](model, block).attribute(ids, additional_forward_args=mask)
-    inp = LAYER_CLASSES[method](model, block, attribute_to_layer_input=True).attribute(ids, additional_forward_args=mask)
+    inp = LAYER_CLASSES[method](model, block, attribute_to_layer_input=True).attribute(
+        ids, additional_forward_args=mask)
     _close(out.sum(-1), exp.layers[2], scale)
     _close(inp.sum(-1), exp.layers[1], scale)
 

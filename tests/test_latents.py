@@ -159,7 +159,8 @@ def test_per_position_fields_only_on_request():
     model, (ids, mask) = _model("llama"), _batch()
     exp = explain(model, ids, "cp-lrp", attention_mask=mask, latents=True)
     assert exp.heads_by_position is None and exp.neurons_by_position is None
-    assert [tuple(h.shape) for h in exp.heads] == [(3, 4)] * 2 and [tuple(n.shape) for n in exp.neurons] == [(3, 64)] * 2
+    assert [tuple(h.shape) for h in exp.heads] == [(3, 4)] * 2
+    assert [tuple(n.shape) for n in exp.neurons] == [(3, 64)] * 2
 
 
 def test_bad_latents_values_are_refused():

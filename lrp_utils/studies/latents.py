@@ -177,13 +177,15 @@ def concept_table(model, ids, mask, labels, scores, sizes, n_random: int = 5, se
     N, gen = len(scores), torch.Generator().manual_seed(seed)
 
     def run(off):
-        return latents.logits_with(model, ids, mask, "neurons", off[None], batch_size=batch_size).argmax(-1)
+        return _scores(latents.logits_with(model, ids, mask, "neurons", off, batch_size=batch_size).argmax(-1), labels)
 
-    results = {("none", 0): _scores(run(torch.zeros(N, dtype=torch.bool)), labels)}
+    def random_units(n):
+        return torch.zeros(1, N, dtype=torch.bool).index_fill_(1, torch.randperm(N, generator=gen)[:n], True)
+
+    results = {("none", 0): run(torch.zeros(1, N, dtype=torch.bool))}
     for n in sizes:
-        results[("concept", n)] = _scores(run(latents.top_k(scores[None], n)[0]), labels)
-        draws = [_scores(run(torch.zeros(N, dtype=torch.bool).index_fill_(0, torch.randperm(N, generator=gen)[:n], True)),
-                         labels) for _ in range(n_random)]
+        results[("concept", n)] = run(latents.top_k(scores[None], n))
+        draws = [run(random_units(n)) for _ in range(n_random)]
         results[("random", n)] = {k: torch.stack([d[k] for d in draws]).mean(0) for k in draws[0]}
     rows = [(u, n, k, *metrics.bootstrap_ci(v, n_boot=n_boot, seed=seed)) for (u, n), res in results.items()
             for k, v in res.items()]
@@ -201,7 +203,8 @@ def plot_concepts(table: pd.DataFrame):
             ax.plot(g.n_units, g.value, marker="o", color=color, label=f"{units} neurons off")
             ax.fill_between(g.n_units, g.low, g.high, color=color, alpha=0.2, lw=0)
         ax.set(xscale="log", title=measure, xlabel="neurons switched off")
-        ax.set_xticks(sorted(t.n_units[t.n_units > 0].unique()), [str(n) for n in sorted(t.n_units[t.n_units > 0].unique())])
+        sizes = sorted(t.n_units[t.n_units > 0].unique())
+        ax.set_xticks(sizes, [str(n) for n in sizes])
         ax.minorticks_off()
     axes[0].legend(frameon=False)
     fig.tight_layout()
