@@ -187,6 +187,18 @@ def positions_fit(mask: torch.Tensor, max_positions: int | None, source: str = "
                          f"({source}); truncate it, e.g. tokenizer(..., truncation=True, max_length={max_positions})")
 
 
+def latents(value) -> str | None:
+    """``explain(latents=...)``: ``False`` / ``None`` -> None, ``True`` -> ``"sum"`` (per unit),
+    ``"positions"`` -> ``"positions"`` (also per position); anything else is refused."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "sum"
+    if isinstance(value, str) and value.lower() == "positions":
+        return "positions"
+    raise ValueError(f"latents must be False, True or 'positions', got {value!r}")
+
+
 def grad_allowed() -> None:
     """Relevance needs a backward pass: refuse ``torch.inference_mode()`` with a clear message."""
     if torch.is_inference_mode_enabled():

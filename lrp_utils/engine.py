@@ -3,22 +3,25 @@
 The forward runs through the adapter's pieces (embeddings, blocks, read-out) so that every
 residual stream is at hand; the backward is a single ``torch.autograd.grad`` from the explained
 logits to the embedding parts, the residual streams and (PA-LRP with RoPE) the per-layer cos/sin
-tables.  Relevance is ``tensor * modified gradient`` summed over features.  Nothing outlives the
-call: hooks are removed, the attention function, grad mode and every module's train/eval flag are
-restored, and no parameter's ``.grad`` is touched.
+tables (and, with ``latents=``, the inputs of every block's attention and MLP output projections,
+captured by forward pre-hooks during the same forward).  Relevance is ``tensor * modified
+gradient`` summed over features (over each head's features for heads).  Nothing outlives the
+call: hooks are removed, the attention function, grad mode and every module's train/eval flag
+are restored, and no parameter's ``.grad`` is touched.
 """
 from __future__ import annotations
 
 import torch
 
 from . import baselines, checks
+from . import latents as latent_units
 from .adapters import get_adapter
 from .explanation import Explanation
 from .methods import OTHER_METHODS, get_method
 
 
 def explain(model, input_ids=None, method: str = "attnlrp", target=None, attention_mask=None,
-            checkpoint: bool = False, *, pixel_values=None, **kwargs) -> Explanation:
+            checkpoint: bool = False, *, pixel_values=None, latents=False, **kwargs) -> Explanation:
     """Explain the model's output for ``input_ids`` with ``method``.
 
     Args:
@@ -38,6 +41,13 @@ def explain(model, input_ids=None, method: str = "attnlrp", target=None, attenti
         pixel_values: vision models (``ViTForImageClassification``) only: images ``[B, C, H, W]``
             at the model's size; ``tokens`` is then per patch embedding (position 0: [CLS]) and
             ``pixels [B, H, W]`` the relevance at the pixel input, summed over channels.
+        latents: relevance of the latent units from the same backward pass (modified-gradient
+            methods only): ``True`` fills ``heads`` (list of L ``[B, H]``: each head's output, the
+            input of the attention output projection split by head, summed over positions) and
+            ``neurons`` (list of L ``[B, d_ff]``: the input of the MLP's output projection, summed
+            over positions; ``None`` for a model without MLPs); ``"positions"`` also fills
+            ``heads_by_position`` ``[B, S, H]`` and ``neurons_by_position`` ``[B, S, d_ff]``
+            (memory grows with ``S``: ask only when needed).  ``False`` (default): neither.
         **kwargs: for ``"ig"``: ``n_steps`` (default 32), ``ig_layers`` (also explain every
             residual stream; default False); for ``"random"``: ``seed``.
 
@@ -49,28 +59,39 @@ def explain(model, input_ids=None, method: str = "attnlrp", target=None, attenti
     input_ids, attention_mask = adapter.check_inputs(inputs, attention_mask)
     target = checks.per_example(target, len(input_ids))
     name = method.lower() if isinstance(method, str) else method
+    latents = checks.latents(latents)
     if name in OTHER_METHODS:
+        if latents:
+            raise ValueError(f"latents=... needs a modified-gradient method, not {name!r}")
         return baselines.explain_baseline(adapter, input_ids, attention_mask, name, target, **kwargs)
     m = get_method(method)
     if kwargs:
         raise TypeError(f"unexpected keyword arguments for method {m.name!r}: {sorted(kwargs)}")
     checks.grad_allowed()
     with adapter.session(m), torch.enable_grad():
-        return _explain(adapter, m, input_ids, attention_mask, target, checkpoint)
+        return _explain(adapter, m, input_ids, attention_mask, target, checkpoint, latents)
 
 
-def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False) -> Explanation:
-    parts, h, ctx = adapter.start(input_ids, attention_mask, leaves=True)
-    ropes = [_leaf_rope(adapter.layer_rope(i, ctx), m) for i in range(adapter.n_layers)] if ctx.rope else []
-    states = [h]
-    h = adapter.run(h, ctx, ropes=ropes, states=states, checkpoint=checkpoint)
-    logits = adapter.readout(h, ctx)
+def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False, latents=None,
+             features=()) -> Explanation:
+    """One forward, one backward.  ``latents``: None, ``"sum"`` or ``"positions"`` (see
+    :func:`explain`); ``features``: names whose relevance is also kept per feature ``[B, S, D]``
+    in ``extras["features"]`` (``"tokens"`` and / or residual-stream indices ``l``, as in
+    ``layers[l]``), for :mod:`lrp_utils.captum`."""
+    with latent_units.capture(adapter, enabled=bool(latents)) as units:
+        parts, h, ctx = adapter.start(input_ids, attention_mask, leaves=True)
+        ropes = [_leaf_rope(adapter.layer_rope(i, ctx), m) for i in range(adapter.n_layers)] if ctx.rope else []
+        states = [h]
+        h = adapter.run(h, ctx, ropes=ropes, states=states, checkpoint=checkpoint)
+        logits = adapter.readout(h, ctx)
     target = checks.resolve_target(logits, target, adapter.target_kind)
     logit = logits.gather(1, target[:, None])[:, 0]
     flat_ropes = [t for pair in ropes for t in pair] if m.positions else []
     inputs = [*parts.values(), *states, *flat_ropes]
     pixels = [ctx.pixels] if ctx.pixels is not None and ctx.pixels.requires_grad else []
-    grads = torch.autograd.grad(logit.sum(), inputs + pixels, allow_unused=True)
+    grads = list(torch.autograd.grad(logit.sum(), inputs + pixels + units.tensors(), allow_unused=True))
+    pixel_grads, latent_grads = grads[len(inputs):len(inputs) + len(pixels)], grads[len(inputs) + len(pixels):]
+    kept = _features(features, parts, states, grads, attention_mask)
     rel = [_relevance(x, g, attention_mask) for x, g in zip(inputs, grads)]
     by_name = dict(zip(parts, rel))
     n_parts, n_states = len(parts), len(states)
@@ -84,7 +105,10 @@ def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False) ->
         logit=logit.detach().cpu(), target=target.cpu(), method=m.name,
         token_types=by_name.get("types") if m.positions else None,
         positions_by_layer=rope_rel or None,
-        pixels=_pixel_relevance(pixels[0], grads[-1]) if pixels else None,
+        pixels=_pixel_relevance(pixels[0], pixel_grads[0]) if pixels else None,
+        **units.relevance(latent_grads, attention_mask, adapter.n_heads if latents else 0,
+                          latents == "positions"),
+        extras={"features": kept} if features else {},
     )
 
 
@@ -93,6 +117,16 @@ def _leaf_rope(rope, m):
     if not m.positions:
         return rope
     return tuple(t.detach().clone().requires_grad_() for t in rope)
+
+
+def _features(features, parts, states, grads, attention_mask) -> dict:
+    """``{name: [B, S, D]}`` per-feature relevance (``x * g``, padding 0) of the requested inputs."""
+    out = {}
+    for name in features:
+        j = 0 if name == "tokens" else len(parts) + name
+        x = parts["tokens"] if name == "tokens" else states[name]
+        out[name] = _relevance(x, grads[j], attention_mask, reduce=False)
+    return out
 
 
 def _pixel_relevance(x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
@@ -104,10 +138,11 @@ def _pixel_relevance(x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
     return (x.detach().to(work) * g.to(work)).sum(1).detach().cpu()
 
 
-def _relevance(x: torch.Tensor, g: torch.Tensor | None, attention_mask) -> torch.Tensor:
-    """``(x * g).sum(-1)`` -> ``[B, S]`` on CPU, padding set to 0 (zeros where no gradient)."""
-    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+def _relevance(x: torch.Tensor, g: torch.Tensor | None, attention_mask, reduce: bool = True) -> torch.Tensor:
+    """``(x * g).sum(-1)`` -> ``[B, S]`` on CPU (``reduce=False``: ``x * g`` ``[B, S, D]``), padding
+    set to 0 (zeros where no gradient)."""
+    work = latent_units.work_dtype(x.dtype)
     if g is None:
-        return torch.zeros(attention_mask.shape, dtype=work)
-    r = (x.detach().to(work) * g.to(work)).sum(-1) * attention_mask.to(work)
-    return r.detach().cpu()
+        return torch.zeros(x.shape if not reduce else attention_mask.shape, dtype=work)
+    r = x.detach().to(work) * g.to(work) * attention_mask.to(work)[..., None]
+    return (r.sum(-1) if reduce else r).detach().cpu()

@@ -31,6 +31,8 @@ class Explanation:
     ``positions_by_layer``  list of ``L [B, S]``  RoPE position relevance per layer (PA-LRP)
     ``heads``           list of ``L [B, H]``     relevance of each head's output (``latents=True``)
     ``neurons``         list of ``L [B, F]``     relevance of each MLP neuron (``latents=True``)
+    ``heads_by_position``  list of ``L [B, S, H]``  the same per position (``latents="positions"``)
+    ``neurons_by_position``  list of ``L [B, S, F]``  (``latents="positions"``)
     ``pixels``          ``[B, H, W]`` or None    relevance at the pixel input (vision models)
     ``extras``          dict                     anything else (e.g. a contrast target)
     ==================  =======================  ==================================================

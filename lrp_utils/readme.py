@@ -24,7 +24,8 @@ FIGURES = ROOT / "figures"  # the README links figures/…, so it is always gene
 SECTIONS = ("status", "gallery")
 #: gallery figure of a notebook without a registered caption
 DEFAULT_FIGURES = {"00": "00_methods.png", "01": "01_faithfulness_curves.png", "02": "02_cost.png",
-                   "03": "03_toy.png", "04": "04_loo_by_layer.png", "05": "05_conservation.png"}
+                   "03": "03_toy.png", "04": "04_loo_by_layer.png", "05": "05_conservation.png",
+                   "06": "06_faithfulness.png"}
 _HEADER = ("Computed by `python -m lrp_utils.notebooks readme` from [`figures/claims.csv`](figures/claims.csv), "
            "which the notebooks write in full mode (`make reproduce`). Each verdict follows from the row's "
            "numbers by its rule, in code (`lrp_utils/claims.py`); a test recomputes every verdict and every row "

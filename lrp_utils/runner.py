@@ -116,7 +116,7 @@ def _kwargs(method: str, batch_index: int, kwargs: dict) -> dict:
 
 def explain_many(model, input_ids, attention_mask=None, methods=("attnlrp",), target=None, contrast=None,
                  batch_size: int = 16, ig_batch_size: int | None = None, progress: bool = False,
-                 clock: profiling.Clock | None = None, **method_kwargs) -> dict:
+                 clock: profiling.Clock | None = None, latents=False, **method_kwargs) -> dict:
     """``{method: Explanation}`` of every example (fields ``[n, S]``, float64, 0 at padding).
 
     Args:
@@ -128,6 +128,8 @@ def explain_many(model, input_ids, attention_mask=None, methods=("attnlrp",), ta
         batch_size: examples per length batch (``ig_batch_size`` for IG, which captum expands
             ``n_steps`` times; default ``batch_size``).
         clock: a :class:`lrp_utils.profiling.Clock` to accumulate each method's seconds into.
+        latents: ``True`` / ``"positions"``: also the latent units' relevance (see
+            :func:`lrp_utils.explain`; modified-gradient methods only).
         **method_kwargs: ``n_steps`` / ``ig_layers`` (IG), ``seed`` (random: ``seed + batch``).
     """
     unknown = set(method_kwargs) - set(METHOD_KWARGS)
@@ -145,7 +147,8 @@ def explain_many(model, input_ids, attention_mask=None, methods=("attnlrp",), ta
         with clock.measure(m):
             for j, b in enumerate(batches(model, input_ids, attention_mask, bs, progress, f"explaining {m}")):
                 run = lambda t: explain(model, b.input_ids, m, target=None if t is None else t[b.rows],  # noqa: E731
-                                        attention_mask=b.attention_mask, **_kwargs(m, j, method_kwargs))
+                                        attention_mask=b.attention_mask, latents=latents,
+                                        **_kwargs(m, j, method_kwargs))
                 e = run(target)
                 parts.append((b.rows, b.cols, e if contrast is None else e.contrast(run(contrast))))
         out[m] = Explanation.assemble(parts, (n, S))

@@ -122,6 +122,20 @@ class Adapter:
         """Index of the block ``module`` belongs to (None: embeddings or read-out)."""
         return self._block_of.get(id(module))
 
+    # -- latent units: attention heads and MLP neurons (explain(latents=...), lrp_utils.latents) ---
+    @property
+    def n_heads(self) -> int:
+        """Query heads per block: the attention output projection's input ``[B, S, H * head_dim]``
+        splits into ``H`` equal slices, head ``h`` at ``h * head_dim .. (h + 1) * head_dim``."""
+        raise NotImplementedError(f"the {self.name!r} adapter does not expose attention heads")
+
+    def latent_modules(self) -> list[tuple[nn.Module, nn.Module | None]]:
+        """Per block ``(attention output projection, MLP output projection or None)``.  Their
+        *inputs* are the latent units: the concatenated head outputs ``[B, S, H * head_dim]`` and
+        the MLP neurons ``[B, S, d_ff]`` (after the nonlinearity or gate product, as the projection
+        consumes them).  Both projections must be linear maps of that input (``x W^T (+ b)``)."""
+        raise NotImplementedError(f"the {self.name!r} adapter does not expose latent units")
+
     def biased_linears(self) -> list[nn.Module]:
         """Modules computing ``x W^T + b`` with a bias ``b`` (the audit's bias term)."""
         return [m for m in self.all_modules if isinstance(m, nn.Linear) and m.bias is not None]

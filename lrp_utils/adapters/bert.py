@@ -33,6 +33,13 @@ class BertAdapter(HFAdapter):
     def max_positions(self):
         return self.config.max_position_embeddings
 
+    @property
+    def n_heads(self):
+        return self.config.num_attention_heads
+
+    def latent_modules(self):
+        return [(layer.attention.output.dense, layer.output.dense) for layer in self.blocks]
+
     def prepare(self, input_ids, attention_mask, position_ids=None) -> Context:
         ctx = super().prepare(input_ids, attention_mask, position_ids)
         ctx.token_type_ids = torch.zeros_like(input_ids)

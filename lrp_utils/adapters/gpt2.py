@@ -30,6 +30,13 @@ class GPT2Adapter(HFAdapter):
     def max_positions(self):
         return self.config.n_positions
 
+    @property
+    def n_heads(self):
+        return self.config.n_head
+
+    def latent_modules(self):
+        return [(b.attn.c_proj, b.mlp.c_proj) for b in self.blocks]  # Conv1D: x W + b
+
     def embed_parts(self, input_ids, ctx):
         t = self.model.transformer
         return {"tokens": t.wte(input_ids), "positions": t.wpe(ctx.position_ids)}

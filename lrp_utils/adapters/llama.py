@@ -24,6 +24,13 @@ class LlamaAdapter(HFAdapter):
     def word_embeddings(self):
         return self.model.model.embed_tokens
 
+    @property
+    def n_heads(self):
+        return self.config.num_attention_heads
+
+    def latent_modules(self):
+        return [(b.self_attn.o_proj, b.mlp.down_proj) for b in self.blocks]
+
     def embed_parts(self, input_ids, ctx):
         return {"tokens": self.model.model.embed_tokens(input_ids), "positions": None}
 

@@ -33,6 +33,13 @@ class TinyAdapter(Adapter):
     def max_positions(self):
         return self.model.config.max_len if self.positions == "additive" else None
 
+    @property
+    def n_heads(self):
+        return self.model.config.n_heads
+
+    def latent_modules(self):
+        return [(b.attn.o, b.mlp.down if b.mlp is not None else None) for b in self.blocks]
+
     def target_name(self, tokenizer, target):
         return str(int(target)) if tokenizer is None else super().target_name(tokenizer, target)
 

@@ -8,6 +8,7 @@ module                      notebook  paper
 ``linear_attention``        03        You et al. 2025, claim i (implementation invariance)
 ``loo_layers``              04        You et al. 2025, claim ii (agreement with layer LOO)
 ``positional``              05        Bakish et al. 2025 (PA-LRP)
+``latents``                 06        Achtibat et al. 2024 (latent units: heads, neurons)
 ==========================  ========  ==================================================
 
 Everything generic lives in the library below them (:mod:`lrp_utils.runner`,

@@ -1,0 +1,47 @@
+"""Notebook 06's study module: the summary tables and the findings sentences written from them."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from lrp_utils.studies import latents as S
+
+
+def _table(effect: float, n=40, seed=0):
+    """Per-example drops: attnlrp = effect + noise, random = noise, grad x act = attnlrp."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(n):
+        base = effect + rng.normal(0, 0.1)
+        for k in (0, 1, 4):
+            drops = {"attnlrp": base * k, "random": rng.normal(0, 0.1) * k, "grad x act": base * k}
+            rows += [("m", "heads", r, k, e, d) for r, d in drops.items()]
+    return pd.DataFrame(rows, columns=["model", "kind", "ranking", "k", "example", "drop"])
+
+
+def test_area_table_means_over_the_grid_and_pairs_the_differences():
+    t = _table(1.0)
+    areas = S.area_table(t, n_boot=200).set_index("ranking")
+    per = t[(t.k > 0) & (t.ranking == "attnlrp")].groupby("example")["drop"].mean()
+    assert np.isclose(areas.loc["attnlrp", "mean_drop"], per.mean())
+    assert areas.loc["attnlrp", "attnlrp_minus"] == 0 and areas.loc["random", "diff_low"] > 0
+    assert (areas.n == 40).all()
+
+
+def test_findings_sentences_follow_the_intervals():
+    lines = S.faithfulness_findings(S.area_table(_table(1.0), n_boot=200))
+    assert len(lines) == 1 and "larger than random's" in lines[0]
+    assert "not distinguishable from grad x act's (difference +0.000" in lines[0]
+    curves = S.curve_table(_table(1.0), n_boot=50)
+    assert set(curves.columns) == {"model", "kind", "ranking", "k", "drop", "low", "high", "n"}
+    assert np.allclose(curves[curves.k == 0]["drop"], 0)
+
+
+def test_concept_findings_read_the_table():
+    rows = [("none", 0, "accuracy", 0.8), ("none", 0, "recall_pos", 0.7), ("none", 0, "recall_neg", 0.9)]
+    rows += [(u, 8, m, v) for u, v0 in (("concept", 0.5), ("random", 0.79))
+             for m, v in (("accuracy", v0), ("recall_pos", v0 - 0.1), ("recall_neg", v0 + 0.1))]
+    table = pd.DataFrame(rows, columns=["units", "n_units", "measure", "value"]).assign(low=0.0, high=1.0)
+    lines = S.concept_findings(table, 0.95)
+    assert "0.800" in lines[0] and "0.950" in lines[0]
+    assert "8 concept neurons off: accuracy 0.500" in lines[1] and "8 random neurons off: accuracy 0.790" in lines[1]
