@@ -21,16 +21,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lrp-transformers)" >/dev/null
 	rm -f $(VENV)/.installed-* && touch $@
 
-## execute every notebook in full mode (in place, outputs kept) and rewrite figures/
+## execute every notebook in full mode (in place, outputs kept), rewrite figures/, data/manifests/ and
+## the README's generated sections (status table, gallery captions)
 reproduce: $(STAMP)
 	$(BIN)/python -m lrp_utils.notebooks run --full
+	$(BIN)/python -m lrp_utils.data manifests
+	$(BIN)/python -m lrp_utils.notebooks readme
 
 figures: reproduce
 
 ## unit tests + notebook checks (nbval, quick mode) in one pytest run
 test: $(STAMP)
 	rm -rf $(NB_OUT) && $(BIN)/python -m lrp_utils.notebooks prepare --quick --out $(NB_OUT)
-	LRP_UTILS_FIGURES=build/figures $(BIN)/python -m pytest tests $(NB_OUT) --nbval-lax -p no:cacheprovider
+	LRP_UTILS_PROGRESS=text LRP_UTILS_FIGURES=build/figures $(BIN)/python -m pytest tests $(NB_OUT) --nbval-lax -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -p no:cacheprovider

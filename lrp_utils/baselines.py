@@ -26,7 +26,7 @@ def explain_baseline(adapter, input_ids, attention_mask, name, target=None, **kw
         elif name == "rollout":
             tokens, layers = attention_rollout(adapter, attention_mask, probs, **kwargs)
         else:
-            tokens, layers = random_relevance(input_ids.shape, **kwargs)
+            tokens, layers = random_relevance(attention_mask.shape, **kwargs)
     logit = logits.gather(1, target[:, None])[:, 0]
     mask = attention_mask.to(tokens.dtype)
     return Explanation(tokens=(tokens * mask).detach().cpu(), positions=None, layers=layers,

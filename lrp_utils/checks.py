@@ -118,6 +118,40 @@ def input_ids(ids, vocab_size: int) -> torch.Tensor:
     return ids
 
 
+def model_inputs(modality: str, model_name: str, input_ids, pixel_values):
+    """The one input of ``explain``: ``input_ids`` for text models, ``pixel_values`` for vision
+    models (``modality == "image"``); the other must be None."""
+    if modality == "image":
+        if input_ids is not None:
+            raise TypeError(f"{model_name} is a vision model: pass images as pixel_values=[batch, channels, "
+                            "height, width], not input_ids")
+        if pixel_values is None:
+            raise TypeError(f"{model_name} is a vision model: pixel_values=[batch, channels, height, width] is required")
+        return pixel_values
+    if pixel_values is not None:
+        raise TypeError(f"pixel_values is only for vision models (ViTForImageClassification); {model_name} "
+                        "takes input_ids")
+    if input_ids is None:
+        raise TypeError(f"input_ids is required for {model_name} (a [batch, seq] tensor of token ids)")
+    return input_ids
+
+
+def pixel_values(x, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """``[B, C, H, W]`` floating images (``[C, H, W]`` is batch 1) with the model's channel count
+    and image size ``(H, W)``; finite values."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"pixel_values must be a torch tensor of images, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"pixel_values must be a floating tensor, got dtype {x.dtype}")
+    x = x[None] if x.dim() == 3 else x
+    if x.dim() != 4 or x.shape[0] == 0 or x.shape[1] != channels or tuple(x.shape[2:]) != tuple(size):
+        raise ValueError(f"pixel_values must have shape [batch, {channels}, {size[0]}, {size[1]}] (this model's "
+                         f"channels and image size), got {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("pixel_values must be finite (found NaN or inf)")
+    return x
+
+
 def attention_mask(mask, shape: torch.Size) -> torch.Tensor:
     """``[B, S]`` LongTensor of 0 / 1 (``None`` = all tokens).  Accepts bool, integer, or float
     masks whose values are exactly 0 or 1; refuses other values (2, -1, 0.5, NaN), rows without a

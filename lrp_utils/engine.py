@@ -17,15 +17,16 @@ from .explanation import Explanation
 from .methods import OTHER_METHODS, get_method
 
 
-def explain(model, input_ids, method: str = "attnlrp", target=None, attention_mask=None,
-            checkpoint: bool = False, **kwargs) -> Explanation:
+def explain(model, input_ids=None, method: str = "attnlrp", target=None, attention_mask=None,
+            checkpoint: bool = False, *, pixel_values=None, **kwargs) -> Explanation:
     """Explain the model's output for ``input_ids`` with ``method``.
 
     Args:
         model: a supported Hugging Face model (``lrp_utils.adapters.supported()``: BERT classifier,
-            GPT-2 LM / classifier, LLaMA LM / classifier incl. grouped-query attention) or a
-            ``TinyTransformer``.
-        input_ids: integer tensor ``[B, S]`` (``[S]`` is treated as batch 1).
+            GPT-2 LM / classifier, LLaMA LM / classifier incl. grouped-query attention, and the
+            families of the supported-models table in the README) or a ``TinyTransformer``.
+        input_ids: integer tensor ``[B, S]`` (``[S]`` is treated as batch 1).  Required, except for
+            vision models, which take ``pixel_values`` instead.
         method: ``"gi"``, ``"cp-lrp"``, ``"cp-lrp-ah"``, ``"attnlrp"``, ``"pa-lrp"``,
             ``"pa-cp-lrp"``, the ablations ``"attnlrp-no-softmax"`` and ``"attnlrp-full-value"``
             (see ``lrp_utils.methods``), or the baselines ``"ig"``, ``"rollout"``, ``"random"``.
@@ -34,6 +35,9 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
         attention_mask: ``[B, S]`` of 0 / 1, 1 = token, 0 = padding (left or right padding).
         checkpoint: recompute each block in the backward pass instead of storing its
             activations (``torch.utils.checkpoint``): less memory for long inputs, same relevance.
+        pixel_values: vision models (``ViTForImageClassification``) only: images ``[B, C, H, W]``
+            at the model's size; ``tokens`` is then per patch embedding (position 0: [CLS]) and
+            ``pixels [B, H, W]`` the relevance at the pixel input, summed over channels.
         **kwargs: for ``"ig"``: ``n_steps`` (default 32), ``ig_layers`` (also explain every
             residual stream; default False); for ``"random"``: ``seed``.
 
@@ -41,7 +45,8 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
         :class:`Explanation` with CPU tensors.
     """
     adapter = get_adapter(model)
-    input_ids, attention_mask = adapter.check_inputs(input_ids, attention_mask)
+    inputs = checks.model_inputs(adapter.modality, type(adapter.model).__name__, input_ids, pixel_values)
+    input_ids, attention_mask = adapter.check_inputs(inputs, attention_mask)
     target = checks.per_example(target, len(input_ids))
     name = method.lower() if isinstance(method, str) else method
     if name in OTHER_METHODS:
@@ -56,7 +61,7 @@ def explain(model, input_ids, method: str = "attnlrp", target=None, attention_ma
 
 def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False) -> Explanation:
     parts, h, ctx = adapter.start(input_ids, attention_mask, leaves=True)
-    ropes = [_leaf_rope(ctx.rope, m) for _ in range(adapter.n_layers)] if ctx.rope else []
+    ropes = [_leaf_rope(adapter.layer_rope(i, ctx), m) for i in range(adapter.n_layers)] if ctx.rope else []
     states = [h]
     h = adapter.run(h, ctx, ropes=ropes, states=states, checkpoint=checkpoint)
     logits = adapter.readout(h, ctx)
@@ -64,7 +69,8 @@ def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False) ->
     logit = logits.gather(1, target[:, None])[:, 0]
     flat_ropes = [t for pair in ropes for t in pair] if m.positions else []
     inputs = [*parts.values(), *states, *flat_ropes]
-    grads = torch.autograd.grad(logit.sum(), inputs, allow_unused=True)
+    pixels = [ctx.pixels] if ctx.pixels is not None and ctx.pixels.requires_grad else []
+    grads = torch.autograd.grad(logit.sum(), inputs + pixels, allow_unused=True)
     rel = [_relevance(x, g, attention_mask) for x, g in zip(inputs, grads)]
     by_name = dict(zip(parts, rel))
     n_parts, n_states = len(parts), len(states)
@@ -78,6 +84,7 @@ def _explain(adapter, m, input_ids, attention_mask, target, checkpoint=False) ->
         logit=logit.detach().cpu(), target=target.cpu(), method=m.name,
         token_types=by_name.get("types") if m.positions else None,
         positions_by_layer=rope_rel or None,
+        pixels=_pixel_relevance(pixels[0], grads[-1]) if pixels else None,
     )
 
 
@@ -86,6 +93,15 @@ def _leaf_rope(rope, m):
     if not m.positions:
         return rope
     return tuple(t.detach().clone().requires_grad_() for t in rope)
+
+
+def _pixel_relevance(x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    """``[B, C, H, W] -> [B, H, W]``: pixel times modified gradient, summed over channels (float32
+    for half precision, as :func:`_relevance`)."""
+    work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if g is None:
+        return torch.zeros(x[:, 0].shape, dtype=work)
+    return (x.detach().to(work) * g.to(work)).sum(1).detach().cpu()
 
 
 def _relevance(x: torch.Tensor, g: torch.Tensor | None, attention_mask) -> torch.Tensor:

@@ -12,7 +12,7 @@ The prefix (embeddings and blocks ``1 .. l``) is computed once; the removals run
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import checks
 from .adapters import get_adapter
@@ -22,20 +22,23 @@ from .methods import METHODS
 REMOVALS = ("mask", "zero")
 
 
-def loo(model, input_ids, layer=0, target=None, attention_mask=None, removal="mask",
-        batch_size=64, progress=False) -> torch.Tensor:
+def loo(model, input_ids=None, layer=0, target=None, attention_mask=None, removal="mask",
+        batch_size=64, progress=False, *, pixel_values=None) -> torch.Tensor:
     """Leave-one-out scores ``[B, S]`` at ``layer`` (0 = input embeddings, ``L`` = last block).
     See the module docstring for the two removal operators.  CPU float64 tensor; NaN at the
-    read-out position, at padding, and everywhere when nothing can be removed (one token)."""
+    read-out position, at padding, and everywhere when nothing can be removed (one token).
+    Vision models take ``pixel_values`` instead of ``input_ids`` (positions: [CLS] and patches)."""
     layer = checks.integer("layer", layer, 0, get_adapter(model).n_layers)
-    return loo_by_layer(model, input_ids, [layer], target, attention_mask, removal, batch_size, progress)[0]
+    return loo_by_layer(model, input_ids, [layer], target, attention_mask, removal, batch_size, progress,
+                        pixel_values=pixel_values)[0]
 
 
-def loo_by_layer(model, input_ids, layers=None, target=None, attention_mask=None, removal="mask",
-                 batch_size=64, progress=False) -> torch.Tensor:
+def loo_by_layer(model, input_ids=None, layers=None, target=None, attention_mask=None, removal="mask",
+                 batch_size=64, progress=False, *, pixel_values=None) -> torch.Tensor:
     """LOO at several layers (default all ``0 .. L``) sharing one prefix pass: ``[len(layers), B, S]``."""
     adapter = get_adapter(model)
-    input_ids, attention_mask = adapter.check_inputs(input_ids, attention_mask)
+    inputs = checks.model_inputs(adapter.modality, type(adapter.model).__name__, input_ids, pixel_values)
+    input_ids, attention_mask = adapter.check_inputs(inputs, attention_mask)
     target = checks.per_example(target, len(input_ids))
     L = adapter.n_layers
     layers = list(range(L + 1)) if layers is None else checks.layers(layers, L)
@@ -68,7 +71,7 @@ def _loo_at(adapter, states, ctx, layer, target, base, removal, batch_size, prog
     B, S = ctx.attention_mask.shape
     pairs = removable(adapter, ctx.attention_mask).nonzero()  # [(b, i)]
     scores = torch.full((B, S), float("nan"), dtype=torch.float64)
-    chunks = pairs.split(batch_size)
+    chunks = pairs.split(batch_size) if len(pairs) else ()  # nothing removable: all NaN
     for chunk in tqdm(chunks, desc=f"LOO layer {layer}", disable=not progress, leave=False):
         b, i = chunk[:, 0], chunk[:, 1]
         removed = torch.zeros(len(b), S, dtype=torch.bool, device=b.device)

@@ -41,6 +41,26 @@ def dense_keep(attention_mask: torch.Tensor, causal: bool, keep: torch.Tensor | 
     return m & keep if keep is not None else m
 
 
+def padding_reads_itself(keep: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``keep [B, 1, S, S]`` where every padding query also reads itself, so that no row is empty
+    (a causal padding query of a left-padded row reads nothing else, and a float32 softmax of an
+    all-masked float64 row, as Hugging Face's eager attention takes it, is NaN, which the padding's
+    values then spread to every token).  No token reads a padding key, so no token changes."""
+    S = attention_mask.shape[1]
+    own = torch.eye(S, dtype=torch.bool, device=keep.device) & ~attention_mask.bool()[:, None, :, None]
+    return keep | own
+
+
+def sliding_window(S: int, window: int | None, device=None) -> torch.Tensor | None:
+    """Boolean ``[S, S]``: query ``i`` may read key ``j`` only if ``i - j < window`` (None: no
+    window).  By index in the (padded) row, as Hugging Face's ``sliding_window_overlay``
+    (``kv_idx > q_idx - window``); a row's tokens are contiguous, so padding does not move it."""
+    if window is None:
+        return None
+    i = torch.arange(S, device=device)
+    return (i[:, None] - i[None, :]) < window
+
+
 def additive(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
     """A boolean mask (True = may attend) as an additive one in ``dtype``: 0 where kept,
     ``finfo.min`` elsewhere (finite, so a query that may read nothing averages uniformly instead of

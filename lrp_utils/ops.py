@@ -42,17 +42,18 @@ class AttentionCall:
     out: torch.Tensor
     module: object = None
     method: Method = METHODS["gi"]
+    softcap: float | None = None
 
     def scores(self) -> torch.Tensor:
-        """The masked, scaled scores ``[B, H, Sq, Sk]`` (recomputed without gradient)."""
+        """The masked, scaled (soft-capped) scores ``[B, H, Sq, Sk]`` (recomputed without gradient)."""
         with torch.no_grad():
-            return attention_scores(self.q, self.k, self.mask, self.scaling, self.n_rep)
+            return attention_scores(self.q, self.k, self.mask, self.scaling, self.n_rep, self.softcap)
 
     def probs(self) -> torch.Tensor:
         """The attention probabilities ``[B, H, Sq, Sk]`` (recomputed without gradient: the fused
         kernel does not keep them)."""
         with torch.no_grad():
-            return attention_probs(self.q, self.k, self.mask, self.scaling, self.n_rep)
+            return attention_probs(self.q, self.k, self.mask, self.scaling, self.n_rep, self.softcap)
 
 
 @dataclass
@@ -61,11 +62,15 @@ class Session:
 
     ``method``: the active rule map.  ``rotary_positions``: q and k arriving at attention were
     rotated with cos/sin that are explained as inputs (PA-LRP for RoPE), so the rotation products
-    get the uniform rule.  ``on_attention``: optional callback receiving an :class:`AttentionCall`
-    after every softmax attention (the conservation audit and attention rollout use it)."""
+    get the uniform rule.  ``rotary_dims``: partial rotary (GPT-NeoX, Phi-3 with a
+    ``partial_rotary_factor``): only the first ``rotary_dims`` features of each q / k head were
+    rotated, so only that share gets the rotation's uniform rule (None: all features).
+    ``on_attention``: optional callback receiving an :class:`AttentionCall` after every softmax
+    attention (the conservation audit and attention rollout use it)."""
 
     method: Method = METHODS["gi"]
     rotary_positions: bool = False
+    rotary_dims: int | None = None
     on_attention: Callable | None = None
     extra: dict = field(default_factory=dict)
 
@@ -95,12 +100,25 @@ def _scale(x: torch.Tensor, factor: float) -> torch.Tensor:
     return stop_grad(x) if factor == 0 else scale_grad(x, factor)
 
 
+def _qk_scale(x: torch.Tensor, factor: float, s: Session) -> torch.Tensor:
+    """Gradient scale ``factor`` on q or k ``[B, H, S, D]``; under PA-LRP with RoPE the rotated share
+    (the first ``s.rotary_dims`` features, all by default) gets the rotation products' uniform rule
+    on top (factor / 2).  The pass-through share of a partial rotary is not a product with cos/sin
+    and keeps ``factor``."""
+    if not s.rotary_positions:
+        return _scale(x, factor)
+    r = s.rotary_dims or x.shape[-1]
+    if r >= x.shape[-1]:
+        return _scale(x, 0.5 * factor)
+    return torch.cat([_scale(x[..., :r], 0.5 * factor), _scale(x[..., r:], factor)], dim=-1)
+
+
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """``[B, Hkv, S, D] -> [B, Hkv * n_rep, S, D]`` (grouped-query attention; plain gradient)."""
     return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
 
 
-def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, module=None):
+def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, module=None, softcap=None):
     """Scaled dot-product attention with the active method's rules.
 
     Shapes: ``q [B, H, Sq, D]``, ``k, v [B, Hkv, Sk, D]`` with ``H = Hkv * n_rep``; ``mask``
@@ -108,7 +126,10 @@ def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, module=None):
     Returns ``(out [B, H, Sq, D], None)``.  Rules: gradient scales ``qk`` on q and k (uniform rule
     at ``q @ k^T``), ``attn`` on the probabilities (0 = AH-rule), ``value`` on V; the softmax keeps
     its plain gradient (AttnLRP's Taylor rule).  PA-LRP with RoPE adds the uniform rule of the
-    rotation products (``q * cos``, ``rot(q) * sin``) by halving q, k.
+    rotation products (``q * cos``, ``rot(q) * sin``) by halving q, k (their rotated share).
+    ``softcap``: Gemma 2's score soft-capping ``c * tanh(s / c)`` before the mask, an element-wise
+    nonlinearity routed through :func:`act_out` (identity rule under AttnLRP / CP-LRP); it runs the
+    explicit (unfused) path, since the fused kernel has no soft-capping.
 
     Every rule here is a constant factor on a path of an otherwise plain gradient, so the modified
     gradient into q and k is the plain one times ``qk * attn`` (the softmax backward is linear in
@@ -121,37 +142,43 @@ def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, module=None):
     s = current()
     m = s.method
     scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
-    f = m.qk * m.attn * (0.5 if s.rotary_positions else 1.0)
-    qs, ks, vs = _scale(q, f), _scale(k, f), _scale(v, m.value)
-    out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=additive(mask, q.dtype), scale=scaling,
-                                         enable_gqa=n_rep > 1)
+    f = m.qk * m.attn
+    qs, ks, vs = _qk_scale(q, f, s), _qk_scale(k, f, s), _scale(v, m.value)
+    if softcap is None:
+        out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=additive(mask, q.dtype), scale=scaling,
+                                             enable_gqa=n_rep > 1)
+    else:
+        out = torch.matmul(attention_probs(qs, ks, mask, scaling, n_rep, softcap), repeat_kv(vs, n_rep))
     if s.on_attention is not None:
-        s.on_attention(AttentionCall(q, k, v, mask, scaling, n_rep, out, module, m))
+        s.on_attention(AttentionCall(q, k, v, mask, scaling, n_rep, out, module, m, softcap))
     return out, None
 
 
-def attention_scores(q, k, mask=None, scaling=None, n_rep=1) -> torch.Tensor:
-    """``q k^T * scaling + mask`` ``[B, H, Sq, Sk]`` (``k`` repeated to ``H`` heads)."""
+def attention_scores(q, k, mask=None, scaling=None, n_rep=1, softcap=None) -> torch.Tensor:
+    """``q k^T * scaling (soft-capped: c * tanh(. / c), identity rule) + mask`` ``[B, H, Sq, Sk]``
+    (``k`` repeated to ``H`` heads)."""
     scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
-    return apply_mask(torch.matmul(q, repeat_kv(k, n_rep).transpose(-1, -2)) * scaling, mask)
+    scores = torch.matmul(q, repeat_kv(k, n_rep).transpose(-1, -2)) * scaling
+    if softcap is not None:
+        scores = act_out(scores, softcap * torch.tanh(scores / softcap))
+    return apply_mask(scores, mask)
 
 
-def attention_probs(q, k, mask=None, scaling=None, n_rep=1) -> torch.Tensor:
+def attention_probs(q, k, mask=None, scaling=None, n_rep=1, softcap=None) -> torch.Tensor:
     """``softmax(q k^T * scaling + mask)`` ``[B, H, Sq, Sk]`` (plain; float32 softmax in half
     precision).  The one place the probabilities are written out."""
-    scores = attention_scores(q, k, mask, scaling, n_rep)
+    scores = attention_scores(q, k, mask, scaling, n_rep, softcap)
     work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     return torch.softmax(scores.to(work), dim=-1).to(q.dtype)
 
 
-def explicit_softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1):
+def explicit_softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, softcap=None):
     """:func:`softmax_attention` written out (scores, softmax, probabilities @ V), each rule at its
     own product: the slow replica the fused path is tested against.  Returns ``(out, probs)``."""
     s = current()
     m = s.method
-    rot = 0.5 if s.rotary_positions else 1.0
-    q, k = _scale(q, m.qk * rot), _scale(k, m.qk * rot)
-    probs = attention_probs(q, k, mask, scaling, n_rep)
+    q, k = _qk_scale(q, m.qk, s), _qk_scale(k, m.qk, s)
+    probs = attention_probs(q, k, mask, scaling, n_rep, softcap)
     out = torch.matmul(_scale(probs, m.attn), _scale(repeat_kv(v, n_rep), m.value))
     return out, probs
 

@@ -3,7 +3,11 @@
 This is the one place where relevance is normalised, and only for display: every function takes
 raw relevance and says in its colour bar / tooltip which scaling it applied. Plain matplotlib and
 seaborn (no LaTeX, ``text.usetex`` off), headless-safe (Agg when there is no display), and no
-``plt.show()``: functions return the Figure. Colours: positive = red, negative = blue, 0 = white.
+``plt.show()``: functions return the Figure. Colours: positive = red, negative = blue, 0 = white;
+NaN (undefined, e.g. LOO at the read-out position) = hatched grey with a "NaN (undefined)" key.
+
+Methods have one colour and one marker each, everywhere (:data:`METHOD_COLORS`, :func:`method_color`,
+:func:`method_style`), and a figure gets one legend (:func:`figure_legend`).
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
+from lrp_utils.palette import (METHOD_ALIASES, METHOD_COLORS, METHOD_MARKERS, NAN_COLOR, NAN_LABEL,  # noqa: E402,F401
+                                OTHER_COLORS, figure_legend, label_styles, mark_nan, method_color, method_key,
+                                method_style)
 from lrp_utils.paths import figure_path  # noqa: E402
 
 CMAP = "RdBu_r"
@@ -181,6 +188,7 @@ def token_heatmap(tokens, relevance_rows, row_labels=None, ax=None, title: str |
             ``row_labels``.
         normalize: ``"row"`` (default: each row by its own max |R|), ``"max-abs"`` (one shared
             max), a number, or ``None`` (raw values, colour limits +-max |R|). The colour bar says which.
+    NaN cells (e.g. LOO at the read-out position) are hatched grey, with a "NaN (undefined)" key.
     Returns the Figure (one image, ``m`` rows x ``seq`` columns).
     """
     labels, data = _rows(relevance_rows, row_labels)
@@ -190,7 +198,9 @@ def token_heatmap(tokens, relevance_rows, row_labels=None, ax=None, title: str |
     lim = float(np.nanmax(np.abs(scaled))) if scaled.size else 1.0
     lim = lim if lim > 0 else 1.0
     fig, ax = _new_ax(ax, (max(4.0, 0.45 * len(tokens) + 2), 0.5 * len(labels) + 1.6))
-    im = ax.imshow(scaled, cmap=CMAP, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    cmap = matplotlib.colormaps[CMAP].with_extremes(bad=NAN_COLOR)
+    im = ax.imshow(scaled, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    mark_nan(ax, scaled, -0.5)
     ax.set_xticks(range(len(tokens)), [_tick(t) for t in tokens], rotation=60, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("token")
@@ -210,17 +220,20 @@ def layer_map(relevance_layers, tokens, ax=None, title: str | None = None, norma
         tokens: ``[seq]`` token strings.
         normalize: ``None`` (raw, default), ``"max-abs"``, ``"row"`` (each layer by its own max),
             or a number. The colour scale is symmetric about 0 either way.
+    NaN cells are hatched grey, with a "NaN (undefined)" key.
     Returns the Figure.
     """
     data = _np(relevance_layers)
     if data.ndim != 2 or data.shape[1] != len(tokens):
         raise ValueError(f"relevance_layers must be [L+1, {len(tokens)}], got {data.shape}")
     scaled, label = _scale(data, normalize)
-    lim = float(np.nanmax(np.abs(scaled))) or 1.0
+    lim = float(np.nanmax(np.abs(scaled))) if np.isfinite(scaled).any() else 1.0
+    lim = lim if lim > 0 else 1.0
     fig, ax = _new_ax(ax, (max(4.0, 0.45 * len(tokens) + 2), 0.35 * len(data) + 1.8))
     sns.heatmap(scaled, ax=ax, cmap=CMAP, vmin=-lim, vmax=lim,  # symmetric limits centre 0
                 xticklabels=[_tick(t) for t in tokens], yticklabels=list(range(len(data))),
                 cbar_kws={"label": label})
+    mark_nan(ax, scaled, 0.0)
     ax.invert_yaxis()
     ax.tick_params(axis="y", rotation=0)
     ax.set_xlabel("token")
@@ -230,50 +243,91 @@ def layer_map(relevance_layers, tokens, ax=None, title: str | None = None, norma
     return fig
 
 
+def image_heatmap(relevance, image=None, ax=None, title: str | None = None, alpha: float = 0.6):
+    """Relevance over an image (vision models): ``RdBu_r`` with limits +-max |R| (0 = white).
+
+    Args:
+        relevance: ``[H, W]``, e.g. ``exp.pixels[0]``, or a patch grid such as
+            ``exp.tokens[0, 1:].reshape(rows, cols)`` (drawn as blocks over the image).
+        image: optional ``[C, H, W]`` or ``[H, W, C]`` image (any value range; shown in grey,
+            rescaled to [0, 1]) under the heatmap, which is then drawn with transparency ``alpha``.
+    Returns the Figure.
+    """
+    data = _np(relevance)
+    if data.ndim != 2:
+        raise ValueError(f"relevance must be a 2-D [H, W] map, got shape {data.shape}")
+    lim = float(np.nanmax(np.abs(data))) or 1.0
+    fig, ax = _new_ax(ax, (4.2, 3.6))
+    extent = None
+    if image is not None:
+        img = _np(image)
+        img = img.mean(0) if img.ndim == 3 and img.shape[0] in (1, 3) else img.mean(-1) if img.ndim == 3 else img
+        span = float(img.max() - img.min()) or 1.0
+        ax.imshow((img - img.min()) / span, cmap="gray", vmin=0, vmax=1)
+        extent = (-0.5, img.shape[1] - 0.5, img.shape[0] - 0.5, -0.5)
+    im = ax.imshow(data, cmap=CMAP, vmin=-lim, vmax=lim, alpha=alpha if image is not None else 1.0,
+                   interpolation="nearest", extent=extent)
+    ax.set_axis_off()
+    fig.colorbar(im, ax=ax, label="relevance", fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
 # --------------------------------------------------------------------------- curves
 def plot_curves(curves: dict, ax=None, xlabel: str = "fraction of tokens perturbed",
-                ylabel: str = "score", title: str | None = None):
-    """Mean curves with confidence bands, one line per method.
+                ylabel: str = "score", title: str | None = None, legend: bool = True):
+    """Mean curves with confidence bands, one line per method, in the method's colour and marker.
 
     Args:
         curves: ``method -> (fractions [F], mean [F], low [F], high [F])`` (e.g.
             ``CurveResult.band()``), or ``(fractions, mean)`` for a line without band.
+        legend: draw a legend on this axes. For several panels pass ``legend=False`` and call
+            :func:`figure_legend` once.
     Returns the Figure.
     """
     fig, ax = _new_ax(ax, (5.5, 3.8))
+    styles = label_styles(curves)
     for name, parts in curves.items():
         if len(parts) not in (2, 4):
             raise ValueError(f"curve {name!r}: expected (fractions, mean[, low, high]), got {len(parts)} parts")
         x, y = _np(parts[0]), _np(parts[1])
-        (line,) = ax.plot(x, y, marker="o", markersize=3, label=name)
+        ax.plot(x, y, markersize=3.5, label=name, **styles[name])
         if len(parts) == 4:
-            ax.fill_between(x, _np(parts[2]), _np(parts[3]), color=line.get_color(), alpha=0.2, lw=0)
+            ax.fill_between(x, _np(parts[2]), _np(parts[3]), color=styles[name]["color"], alpha=0.2, lw=0)
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)
-    if curves:
+    if curves and legend:
         ax.legend(frameon=False)
     return fig
 
 
 def plot_by_layer(df, x: str = "layer", y: str = "pearson", hue: str = "method", low: str | None = None,
                   high: str | None = None, ax=None, ylabel: str | None = None, title: str | None = None,
-                  seed: int = 0):
-    """Line per ``hue`` group across layers with a 95% band.
+                  seed: int = 0, legend: bool = True):
+    """Line per ``hue`` group across layers with a 95% band, methods in their colour and marker.
 
     Args:
         df: long DataFrame. With ``low``/``high`` column names, one row per (hue, x) holding the mean
             in ``y`` and a precomputed interval; otherwise one row per example and seaborn's
             seeded 95% bootstrap band over them.
+        legend: draw a legend on this axes (``False`` for panels sharing one :func:`figure_legend`).
     Returns the Figure.
     """
     fig, ax = _new_ax(ax, (5.5, 3.8))
+    styles = label_styles([str(h) for h in df[hue].unique()])
     if low is None or high is None:
-        sns.lineplot(data=df, x=x, y=y, hue=hue, errorbar=("ci", 95), seed=seed, marker="o", ax=ax)
+        d = df.assign(**{hue: df[hue].astype(str)})
+        sns.lineplot(data=d, x=x, y=y, hue=hue, style=hue, errorbar=("ci", 95), seed=seed, ax=ax, dashes=False,
+                     palette={k: v["color"] for k, v in styles.items()},
+                     markers={k: v["marker"] for k, v in styles.items()}, legend=legend)
     else:
         for name, g in df.sort_values(x).groupby(hue, sort=False):
-            (line,) = ax.plot(g[x], g[y], marker="o", label=str(name))
-            ax.fill_between(g[x], g[low], g[high], color=line.get_color(), alpha=0.2, lw=0)
+            st = styles[str(name)]
+            ax.plot(g[x], g[y], label=str(name), **st)
+            ax.fill_between(g[x], g[low], g[high], color=st["color"], alpha=0.2, lw=0)
+    if legend:
         ax.legend(title=hue, frameon=False)
     ax.set(xlabel=x, ylabel=ylabel or y)
     if title:

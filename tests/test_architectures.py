@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from archs import ARCHS, arch_model
+from archs import ARCHS, VISION_ARCHS, arch_model, same_function_tol
 from tolerances import SAME_FUNCTION_F64
 
 from lrp_utils import explain, loo
@@ -44,7 +44,7 @@ def _own_logits(model, ids, mask=None):
 
 
 def test_every_supported_class_is_in_the_zoo():
-    zoo = {type(arch_model(k)).__name__ for k in KINDS} | {"TinyTransformer"}
+    zoo = {type(arch_model(k)).__name__ for k in [*KINDS, *VISION_ARCHS]} | {"TinyTransformer"}
     assert set(supported()) <= zoo, set(supported()) - zoo
 
 
@@ -77,7 +77,7 @@ def test_gi_equals_plain_gradient_x_input(kind):
     target = out.argmax(-1)
     (grad,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), emb)
     exp = explain(model, ids, "gi")
-    _close(exp.tokens, (emb * grad).sum(-1), SAME_FUNCTION_F64)
+    _close(exp.tokens, (emb * grad).sum(-1), same_function_tol(kind))
     assert torch.equal(exp.target, target)
 
 
@@ -130,5 +130,6 @@ def test_model_unchanged_after_every_method(kind):
     assert model.config._attn_implementation == impl and not model.training
     assert all(p.grad is None for p in model.parameters())
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    with torch.no_grad():
-        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
+    with torch.no_grad():  # (NaN where the model's own eager attention has an empty row: Gemma 2)
+        torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, before, rtol=0, atol=0,
+                                   equal_nan=True)

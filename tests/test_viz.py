@@ -138,3 +138,135 @@ def test_style_and_deterministic_save(tmp_path, monkeypatch):
     second = viz.save(fig, "t.png").read_bytes()
     assert first == second and first.startswith(b"\x89PNG") and b"Software" not in first
     assert (tmp_path / "t.png").exists()
+
+
+# ----------------------------------------------------------------------------- one colour per method
+# Machado et al. (2009) colour-vision-deficiency matrices (severity 1), applied to linear RGB
+CVD = {
+    "protanopia": np.array([[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                            [-0.003882, -0.048116, 1.051998]]),
+    "deuteranopia": np.array([[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                              [-0.011820, 0.042940, 0.968881]]),
+    "tritanopia": np.array([[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                            [0.004733, 0.691367, 0.303900]]),
+}
+
+
+def lab(hex_colour, matrix=np.eye(3)):
+    """CIE L*a*b* (D65) of an sRGB hex colour after a linear-RGB transform."""
+    c = np.array(rgb(hex_colour[1:])) / 255
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    c = np.clip(matrix @ c, 0, 1)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
+    f = np.cbrt(np.maximum(xyz / [0.95047, 1.0, 1.08883], 0.008856 ** 3))
+    f = np.where(xyz / [0.95047, 1.0, 1.08883] > 0.008856, f, 7.787 * xyz / [0.95047, 1.0, 1.08883] + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def min_distance(colours, matrix=np.eye(3)):
+    pts = [lab(c, matrix) for c in colours]
+    return min(np.linalg.norm(a - b) for i, a in enumerate(pts) for b in pts[i + 1:])
+
+
+def test_every_method_and_baseline_has_a_fixed_colour_and_marker():
+    import lrp_utils
+
+    needed = set(lrp_utils.METHODS) | {"ig", "rollout", "random", "loo", "loo-zero", "loo-one"}
+    assert needed <= set(viz.METHOD_COLORS) and set(viz.METHOD_COLORS) == set(viz.METHOD_MARKERS)
+    assert len(set(viz.METHOD_COLORS.values())) == len(viz.METHOD_COLORS)
+    assert len(set(viz.METHOD_MARKERS.values())) == len(viz.METHOD_MARKERS)
+    assert not set(viz.OTHER_COLORS) & set(viz.METHOD_COLORS.values())
+    # pinned: figures made at different times must agree
+    assert (viz.METHOD_COLORS["attnlrp"], viz.METHOD_COLORS["cp-lrp"], viz.METHOD_COLORS["gi"]) == \
+        ("#D55E00", "#0072B2", "#009E73")
+
+
+def test_method_colours_are_distinguishable_also_with_colour_blindness():
+    colours = list(viz.METHOD_COLORS.values())
+    assert min_distance(colours) > 20  # CIE76 Delta E, normal vision
+    for name, matrix in CVD.items():
+        assert min_distance(colours, matrix) > 10, name
+
+
+def test_the_distance_check_can_fail():
+    assert min_distance(["#D55E00", "#D65F01"]) < 1
+    assert min_distance(["#FF0000", "#00C000"], CVD["deuteranopia"]) < min_distance(["#FF0000", "#00C000"])
+
+
+@pytest.mark.parametrize("label, key", [
+    ("attnlrp", "attnlrp"), ("AttnLRP (qk)v", "attnlrp"), ("attnlrp q(kv)", "attnlrp"), ("cp-lrp-ah", "cp-lrp-ah"),
+    ("CP-LRP [mask]", "cp-lrp"), ("LOO (layer 0)", "loo"), ("loo-zero", "loo-zero"), ("LRP(AH+LN)", "cp-lrp"),
+    ("pa-lrp (reference)", "pa-lrp"), ("attnlrp-no-softmax", "attnlrp-no-softmax"), ("gist", None),
+    ("one forward", None), ("cp-lrp-xyz", None),
+])
+def test_method_key_of_derived_labels(label, key):
+    assert viz.method_key(label) == key
+
+
+def test_method_color_unknown():
+    assert viz.method_color("attnlrp (qk)v") == viz.METHOD_COLORS["attnlrp"]
+    assert viz.method_color("one forward", default="#123456") == "#123456"
+    with pytest.raises(ValueError, match="known methods"):
+        viz.method_color("one forward")
+
+
+def line_colours(ax):
+    return {line.get_label(): matplotlib.colors.to_hex(line.get_color()).upper() for line in ax.lines}
+
+
+def test_curves_keep_their_colour_when_a_method_is_missing():
+    x = np.linspace(0, 1, 3)
+    fig, axes = matplotlib.pyplot.subplots(1, 2)
+    viz.plot_curves({m: (x, x) for m in ["gi", "ig", "cp-lrp", "attnlrp"]}, ax=axes[0], legend=False)
+    viz.plot_curves({m: (x, x) for m in ["gi", "cp-lrp", "attnlrp", "one forward"]}, ax=axes[1], legend=False)
+    a, b = line_colours(axes[0]), line_colours(axes[1])
+    assert a["attnlrp"] == b["attnlrp"] == "#D55E00" and a["cp-lrp"] == b["cp-lrp"] == "#0072B2"
+    assert b["one forward"] == viz.OTHER_COLORS[0]
+    legend = viz.figure_legend(fig)
+    assert [t.get_text() for t in legend.get_texts()] == ["gi", "ig", "cp-lrp", "attnlrp", "one forward"]
+    assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+
+
+def test_plot_by_layer_uses_method_colours():
+    pre = pd.DataFrame({"layer": [0, 1, 0, 1], "method": ["cp-lrp"] * 2 + ["attnlrp"] * 2, "r": [0.1, 0.2, 0.3, 0.4],
+                        "lo": [0.0, 0.1, 0.2, 0.3], "hi": [0.2, 0.3, 0.4, 0.5]})
+    ax = viz.plot_by_layer(pre, y="r", low="lo", high="hi").axes[0]
+    assert line_colours(ax) == {"cp-lrp": "#0072B2", "attnlrp": "#D55E00"}
+    raw = pd.DataFrame({"layer": np.tile([0, 1], 10), "method": np.repeat(["gi", "attnlrp"], 10),
+                        "r": np.random.default_rng(0).normal(size=20)})
+    ax = viz.plot_by_layer(raw, y="r").axes[0]
+    colours = {matplotlib.colors.to_hex(line.get_color()).upper() for line in ax.lines}
+    assert {"#009E73", "#D55E00"} <= colours
+
+
+# ----------------------------------------------------------------------------- NaN is not 0
+def pixel(fig, ax, x, y):
+    fig.canvas.draw()
+    img = np.asarray(fig.canvas.buffer_rgba())
+    px, py = ax.transData.transform((x, y))
+    return img[int(img.shape[0] - py), int(px), :3]
+
+
+def nan_notes(ax):
+    return [t.get_text() for a in ax.artists if isinstance(a, matplotlib.legend.Legend) for t in a.get_texts()]
+
+
+def test_token_heatmap_draws_nan_apart_from_zero():
+    fig = viz.token_heatmap(list("abc"), {"LOO": [np.nan, 0.0, 1.0], "gi": [0.0, 0.0, 1.0]})
+    ax = fig.axes[0]
+    nan_px, zero_px = pixel(fig, ax, 0, 0), pixel(fig, ax, 1, 0)
+    assert zero_px.min() > 240  # 0 is (near) white
+    assert np.abs(nan_px.astype(int) - zero_px).max() > 20  # NaN is not
+    assert nan_notes(ax) == ["NaN (undefined)"]
+    assert len(ax.patches) == 1 and ax.patches[0].get_hatch()
+    plain = viz.token_heatmap(list("ab"), {"gi": [0.0, 1.0]}).axes[0]
+    assert nan_notes(plain) == [] and not plain.patches
+
+
+def test_layer_map_draws_nan_apart_from_zero():
+    data = np.array([[np.nan, 0.0], [1.0, -1.0]])
+    fig = viz.layer_map(data, ["a", "b"])
+    ax = fig.axes[0]
+    nan_px, zero_px = pixel(fig, ax, 0.5, 0.5), pixel(fig, ax, 1.5, 0.5)
+    assert zero_px.min() > 240 and np.abs(nan_px.astype(int) - zero_px).max() > 20
+    assert nan_notes(ax) == ["NaN (undefined)"] and len(ax.patches) == 1 and ax.patches[0].get_hatch()

@@ -12,6 +12,18 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "bert": ("bert", "BertAdapter"),
     "gpt2": ("gpt2", "GPT2Adapter"),
     "llama": ("llama", "LlamaAdapter"),
+    "mistral": ("decoders", "MistralAdapter"),
+    "qwen2": ("decoders", "Qwen2Adapter"),
+    "qwen3": ("decoders", "Qwen3Adapter"),
+    "phi3": ("decoders", "Phi3Adapter"),
+    "olmo2": ("decoders", "Olmo2Adapter"),
+    "gemma2": ("gemma", "Gemma2Adapter"),
+    "gemma3": ("gemma", "Gemma3Adapter"),
+    "gpt_neox": ("neox", "GPTNeoXAdapter"),
+    "roberta": ("encoders", "RobertaAdapter"),
+    "electra": ("encoders", "ElectraAdapter"),
+    "distilbert": ("encoders", "DistilBertAdapter"),
+    "vit": ("vit", "ViTAdapter"),
 }
 
 #: model class name -> family
@@ -22,7 +34,22 @@ _REGISTRY: dict[str, str] = {
     "GPT2ForSequenceClassification": "gpt2",
     "LlamaForCausalLM": "llama",
     "LlamaForSequenceClassification": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen2ForSequenceClassification": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Phi3ForCausalLM": "phi3",
+    "Olmo2ForCausalLM": "olmo2",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
+    "GPTNeoXForCausalLM": "gpt_neox",
+    "RobertaForSequenceClassification": "roberta",
+    "ElectraForSequenceClassification": "electra",
+    "DistilBertForSequenceClassification": "distilbert",
+    "ViTForImageClassification": "vit",
 }
+#: the classes supported out of the box (``register_adapter`` adds to :data:`_REGISTRY` only)
+BUILTIN: dict[str, str] = dict(_REGISTRY)
 
 
 def supported() -> tuple[str, ...]:
@@ -34,13 +61,19 @@ SUPPORTED = supported()
 
 
 def register_adapter(model_class, family: str) -> None:
-    """Map ``model_class`` (a class or its name) onto an existing family (``"bert"``, ``"gpt2"``,
-    ``"llama"``, ``"tiny"``): for a class built from the same parts under the same attribute names,
-    e.g. a subclass or a renamed copy of ``LlamaForCausalLM``."""
+    """Map ``model_class`` (a class or its name) onto an existing family (a key of
+    :data:`FAMILIES`, e.g. ``"llama"``, ``"qwen2"``, ``"bert"``): for a class built from the same
+    parts under the same attribute names, e.g. a subclass or a renamed copy of
+    ``LlamaForCausalLM``."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
     name = model_class if isinstance(model_class, str) else model_class.__name__
     _REGISTRY[name] = family
+
+
+def family_of_name(class_name: str) -> str | None:
+    """The family registered for a class name, else None."""
+    return _REGISTRY.get(class_name)
 
 
 def family_of(model) -> str | None:
@@ -64,4 +97,12 @@ def get_adapter(model) -> Adapter:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)(model)
 
 
-__all__ = ["Adapter", "Context", "get_adapter", "register_adapter", "supported", "SUPPORTED", "FAMILIES"]
+def model_rows():
+    """The supported-models table (README): see :func:`lrp_utils.adapters.table.model_rows`."""
+    from .table import model_rows as rows
+
+    return rows()
+
+
+__all__ = ["Adapter", "Context", "get_adapter", "register_adapter", "supported", "SUPPORTED", "FAMILIES",
+           "BUILTIN", "model_rows", "family_of_name"]

@@ -28,18 +28,22 @@ from ..methods import Method
 
 @dataclass
 class Context:
-    """Per-batch tensors shared by all blocks: padding mask, position ids, RoPE tables."""
+    """Per-batch tensors shared by all blocks: padding mask, position ids, RoPE tables (a tuple;
+    ``(cos, sin)``, or more tables for models with several, see :meth:`Adapter.layer_rope`), token
+    types, and for vision models the pixel input ``[B, C, H, W]`` (a leaf under ``explain``)."""
 
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     rope: tuple | None = None
     token_type_ids: torch.Tensor | None = None
+    pixels: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> "Context":
         """Rows ``index`` of every batched tensor (for LOO's expanded batches)."""
         pick = lambda t: t[index] if isinstance(t, torch.Tensor) else t  # noqa: E731
         rope = tuple(pick(t) for t in self.rope) if self.rope is not None else None
-        return Context(pick(self.attention_mask), pick(self.position_ids), rope, pick(self.token_type_ids))
+        return Context(pick(self.attention_mask), pick(self.position_ids), rope, pick(self.token_type_ids),
+                       pick(self.pixels))
 
 
 class Adapter:
@@ -49,6 +53,8 @@ class Adapter:
     task = "classify"  # "classify" (class logits) or "causal" (next-token logits)
     causal = False  # causal self-attention (decoders); decides the read-out position too
     positions = None  # None, "additive" or "rotary"
+    rotary_dims = None  # partial rotary: features of each q/k head that RoPE rotates (None: all)
+    modality = "text"  # "text" (input_ids) or "image" (pixel_values)
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -161,6 +167,11 @@ class Adapter:
         """``(cos, sin)`` ``[B, S, head_dim]`` for rotary models, else None."""
         return None
 
+    def layer_rope(self, index: int, ctx: Context):
+        """``(cos, sin)`` of block ``index`` (default: the context's one pair; models whose layer
+        types use different RoPE bases pick theirs).  PA-LRP gives each block its own copy."""
+        return ctx.rope
+
     def start(self, input_ids, attention_mask, position_ids=None, parts: dict | None = None,
               leaves: bool = False):
         """The prefix every pass shares: ``(parts, h0, ctx)``: the embedding parts (``parts``
@@ -238,7 +249,7 @@ class Adapter:
         :mod:`lrp_utils.ops`, and an ops session with ``method`` (``on_attention=...`` passes on)."""
         rotary = method.positions and self.positions == "rotary"
         with checks.frozen(self.all_modules), self.rules(), \
-                ops.session(method, rotary_positions=rotary, **session_kwargs) as s:
+                ops.session(method, rotary_positions=rotary, rotary_dims=self.rotary_dims, **session_kwargs) as s:
             yield s
 
     def _norm_hook(self, module, inputs, output):

@@ -22,9 +22,11 @@ ATTN_KEY = "lrp_utils"  # name of our attention function in transformers' Attent
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Drop-in for HF ``eager_attention_forward``: ``q [B,H,S,D]``, ``k, v [B,Hkv,S,D]`` ->
-    ``(out [B,S,H,D], None)``; dropout is ignored (explanations run in eval mode)."""
+    ``(out [B,S,H,D], None)``; dropout is ignored (explanations run in eval mode); Gemma 2's
+    ``softcap`` is passed on; a ``sliding_window`` is already in the mask the adapter built."""
     n_rep = getattr(module, "num_key_value_groups", 1)
-    out, probs = ops.softmax_attention(query, key, value, attention_mask, scaling, n_rep, module=module)
+    out, probs = ops.softmax_attention(query, key, value, attention_mask, scaling, n_rep, module=module,
+                                       softcap=kwargs.get("softcap"))
     return out.transpose(1, 2).contiguous(), probs
 
 
@@ -34,9 +36,16 @@ AttentionInterface.register(ATTN_KEY, _attention)
 class HFAdapter(Adapter):
     """Common parts of the Hugging Face adapters."""
 
-    def mask(self, ctx, keep=None) -> torch.Tensor:
-        """Additive ``[B, 1, S, S]`` mask in the model dtype (padding, causality, extra keep)."""
-        return masks.additive(masks.dense_keep(ctx.attention_mask, self.causal, keep), self.dtype)
+    def mask(self, ctx, keep=None, window: int | None = None) -> torch.Tensor:
+        """Additive ``[B, 1, S, S]`` mask in the model dtype (padding, causality, extra keep, and a
+        sliding ``window``, see :func:`lrp_utils.masks.sliding_window`); padding queries read
+        themselves (:func:`lrp_utils.masks.padding_reads_itself`)."""
+        S = ctx.attention_mask.shape[1]
+        near = masks.sliding_window(S, window, ctx.attention_mask.device)
+        if near is not None:
+            keep = near if keep is None else keep & near
+        dense = masks.dense_keep(ctx.attention_mask, self.causal, keep)
+        return masks.additive(masks.padding_reads_itself(dense, ctx.attention_mask), self.dtype)
 
     @property
     def config(self):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 
 def train(model, input_ids, labels=None, attention_mask=None, epochs=5, lr=3e-3, batch_size=64,
