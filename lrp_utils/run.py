@@ -109,13 +109,33 @@ def _max_positions(cfg: dict) -> int:
     return zoo.model_config(cfg["model"]).max_position_embeddings
 
 
+def _check_types(cfg: dict) -> None:
+    """``tiny`` / ``kwargs`` objects, ``dtype`` a torch float type, ``methods`` a list of known names."""
+    from .methods import METHODS, OTHER_METHODS
+
+    for key in ("tiny", "kwargs"):
+        if not isinstance(cfg.get(key, {}), dict):
+            raise ConfigError(f"{key!r} must be an object (key: value), got {cfg[key]!r}")
+    dtype = cfg.get("dtype", "float32")
+    if not isinstance(dtype, str) or not isinstance(getattr(torch, dtype, None), torch.dtype) \
+            or not getattr(torch, dtype).is_floating_point:
+        raise ConfigError(f"dtype must name a torch float type (e.g. 'float32', 'bfloat16'), got {dtype!r}")
+    methods, valid = cfg.get("methods", ["gi"]), [*METHODS, *OTHER_METHODS]
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(f"methods must be a non-empty list of method names, got {methods!r}")
+    unknown = [m for m in methods if not isinstance(m, str) or m.lower() not in valid]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}")
+
+
 def validate_config(cfg) -> dict:
     """Check a run config up front; return it unchanged or raise :class:`ConfigError` naming the problem.
 
     Checked: an object (not a list), only known keys (:data:`KEYS`), ``model`` present and known,
     ``recipe`` / ``model_seed`` valid for it, ``data`` known and, for text data, a model with a
     tokenizer, ``n_examples`` / ``batch_size`` / ``max_length`` positive integers, ``max_length``
-    within the model's position table, ``dtype`` a torch float type, ``tiny`` / ``kwargs`` objects.
+    (or its default) within the model's position table, ``dtype`` a torch float type, ``methods``
+    known names, ``tiny`` / ``kwargs`` objects.
     """
     from .models import zoo
 
@@ -129,17 +149,11 @@ def validate_config(cfg) -> dict:
     model, data = cfg["model"], cfg.get("data", "random")
     if model != "tiny" and model not in zoo.MODELS:
         raise ConfigError(f"unknown model {model!r}; valid: 'tiny', {', '.join(map(repr, zoo.MODELS))}")
-    for key in ("tiny", "kwargs"):
-        if not isinstance(cfg.get(key, {}), dict):
-            raise ConfigError(f"{key!r} must be an object (key: value), got {cfg[key]!r}")
     if data not in DATA:
         raise ConfigError(f"unknown data {data!r}; valid: {', '.join(map(repr, DATA))}")
     if model == "tiny" and data != "random":
         raise ConfigError(f"data {data!r} needs a tokenizer; the tiny model has none (use data 'random')")
-    if not isinstance(cfg.get("dtype", "float32"), str) or not isinstance(
-            getattr(torch, cfg.get("dtype", "float32"), None), torch.dtype) or not getattr(
-            torch, cfg.get("dtype", "float32")).is_floating_point:
-        raise ConfigError(f"dtype must name a torch float type (e.g. 'float32', 'bfloat16'), got {cfg['dtype']!r}")
+    _check_types(cfg)
     for key in ("n_examples", "batch_size", "max_length"):
         _positive(cfg, key)
     try:
@@ -148,10 +162,14 @@ def validate_config(cfg) -> dict:
         limit = _max_positions(cfg)
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    if cfg.get("max_length", 0) > limit:
-        raise ConfigError(f"max_length {cfg['max_length']} exceeds the position table of {model!r} "
-                          f"({limit} positions)")
+    length = cfg.get("max_length", _default_length(cfg))
+    if length > limit:
+        raise ConfigError(f"max_length {length} exceeds the position table of {model!r} ({limit} positions)")
     return cfg
+
+
+def _default_length(cfg: dict) -> int:
+    return 12 if cfg.get("data", "random") == "random" else 64
 
 
 def load_model(cfg: dict, device):
@@ -175,7 +193,7 @@ def load_inputs(cfg: dict, model, tokenizer):
     if cfg.get("data", "random") == "random":
         gen = torch.Generator().manual_seed(seed)
         vocab = model.config.vocab_size
-        ids = torch.randint(1, vocab, (n, cfg.get("max_length", 12)), generator=gen)
+        ids = torch.randint(1, vocab, (n, cfg.get("max_length", _default_length(cfg))), generator=gen)
         mask = torch.ones_like(ids)
         lengths = torch.randint(ids.shape[1] // 2, ids.shape[1] + 1, (n,), generator=gen)
         mask[torch.arange(ids.shape[1])[None] >= lengths[:, None]] = 0
@@ -193,7 +211,7 @@ def load_inputs(cfg: dict, model, tokenizer):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                    max_length=cfg.get("max_length", 64))
+                    max_length=cfg.get("max_length", _default_length(cfg)))
     return enc["input_ids"], enc["attention_mask"]
 
 

@@ -81,6 +81,7 @@ def test_config_batch_size_reaches_the_loop():
 TINY = {"model": "tiny", "tiny": {"vocab_size": 40, "d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32,
                                   "max_len": 16}, "n_examples": 2, "max_length": 8, "methods": ["gi"],
         "device": "cpu", "kwargs": {"progress": False}}
+SHORT_TABLE = {k: v for k, v in TINY.items() if k != "max_length"}  # random data's default length: 12
 BAD = {  # name: (config text, words the one-line message must contain)
     "unparseable": ('{"model": "tiny",', "not valid JSON"),
     "list": ('[{"model": "tiny"}]', "must be a JSON/YAML object"),
@@ -106,6 +107,11 @@ BAD = {  # name: (config text, words the one-line message must contain)
     "tiny_field": (json.dumps({**TINY, "tiny": {"colour": 1}}), "colour"),
     "tiny_value": (json.dumps({**TINY, "tiny": {"position": "spiral"}}), "position"),
     "kwargs_list": (json.dumps({**TINY, "kwargs": [1]}), "'kwargs' must be an object"),
+    "default_length_too_long": (json.dumps({**SHORT_TABLE, "tiny": {**TINY["tiny"], "max_len": 10}}),
+                                "max_length 12 exceeds the position table of 'tiny' (10 positions)"),
+    "unknown_method": (json.dumps({**TINY, "methods": ["gi", "lrp-magic"]}),
+                       "unknown method(s) 'lrp-magic'; valid: gi"),
+    "methods_string": (json.dumps({**TINY, "methods": "gi"}), "methods must be a non-empty list"),
     "seed_for_converted": (json.dumps({"model": "smollm2-135m", "model_seed": 2}), "does not use one"),
 }
 

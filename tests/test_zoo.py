@@ -208,8 +208,9 @@ def test_key_changes_with_the_split_definition_and_the_base_model(monkeypatch):
 
 
 def test_code_version_follows_the_helpers_a_builder_calls(tmp_path, monkeypatch):
-    src = ("SCALE = 2\n\ndef helper(x):\n    return SCALE * x\n\n\ndef unrelated():\n    return 0\n\n\n"
-           "def build(out, spec, progress, base):\n    return [helper(i) for i in range(3)]\n")
+    src = ("import functools\n\nSCALE = 2\n\ndef helper(x):\n    return SCALE * x\n\n\ndef unrelated():\n"
+           "    return 0\n\n\n@functools.lru_cache\ndef cached():\n    return 1\n\n\n"
+           "def build(out, spec, progress, base):\n    return [helper(i) for i in range(cached())]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
 
     def version_of(text):
@@ -224,6 +225,7 @@ def test_code_version_follows_the_helpers_a_builder_calls(tmp_path, monkeypatch)
     assert version_of(layout) == base  # docstrings, comments and layout do not count
     assert version_of(src.replace("SCALE * x", "SCALE * x + 1")) != base  # helper (called in a comprehension)
     assert version_of(src.replace("SCALE = 2", "SCALE = 3")) != base  # a constant the helper reads
+    assert version_of(src.replace("return 1", "return 2")) != base  # a decorated (lru_cache) helper
 
 
 def test_unknown_name_lists_valid_names():

