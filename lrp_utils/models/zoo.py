@@ -32,6 +32,7 @@ import functools
 import hashlib
 import inspect
 import json
+import numbers
 import os
 import re
 import shutil
@@ -116,8 +117,9 @@ def _builder(name: str) -> Builder:
 
 
 def _check_seed(name: str, seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = int(seed)
     if seed and not _builder(name).seeded:
         raise ValueError(f"seed applies to models whose training is seeded only; {name!r} does not use one")
     return seed
