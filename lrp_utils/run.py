@@ -28,8 +28,9 @@ Config (JSON or YAML) keys, all optional but ``model``:
 * ``model``: a name for :func:`lrp_utils.models.load` (``"minilm-rt"``, ``"smollm2-135m"``,
   ``"smollm2-rt"``) or ``"tiny"`` with ``tiny`` (TinyConfig fields), ``tiny_seed`` and ``tiny_std``
   (random weights).
-* ``recipe``, ``model_seed`` (training seed of a trained model, default 0), ``device`` (``"auto"`` = this process's accelerator), ``dtype`` (``"float32"``,
-  ``"bfloat16"``, ...), ``device_map`` (e.g. ``"auto"`` for models larger than one device).
+* ``recipe``, ``model_seed`` (training seed of a trained model, default 0), ``device`` (``"auto"`` =
+  this process's accelerator), ``dtype`` (``"float32"``, ``"bfloat16"``, ...), ``device_map`` (e.g.
+  ``"auto"`` for models larger than one device).
 * ``data``: ``"rt-test"`` (Rotten Tomatoes test split), ``"natural"`` (natural sentences for
   next-token prediction) or ``"random"`` (random ids, for tests); ``n_examples``, ``max_length``,
   ``seed``.

@@ -156,12 +156,14 @@ def _fine_tune(model, tokenizer, train, spec: dict, progress: bool) -> None:
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=spec["lr"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm))))
     model.train()
     with tqdm(total=steps, desc="fine-tuning minilm-rt", disable=not progress) as bar:
         for _ in range(spec["epochs"]):
             for texts, labels in _batches(train, spec["batch_size"], g):
-                enc = tokenizer(texts, padding=True, truncation=True, max_length=spec["max_length"], return_tensors="pt")
+                enc = tokenizer(texts, padding=True, truncation=True, max_length=spec["max_length"],
+                                return_tensors="pt")
                 loss = model(**enc, labels=labels).loss
                 loss.backward()
                 opt.step()
