@@ -32,3 +32,8 @@ TOY_IG_ABS = 1e-9
 # HF eager attention takes its softmax in float32 even in a float64 model (Gemma 2 runs eager only: no
 # sdpa path with soft-capping); lrp_utils' attention stays float64: ~1e-6 relative between the two.
 HF_F32_SOFTMAX_REL = 1e-5
+
+# --- real models (test_zoo.py)
+# float32 SmolLM2-RT, padded batch vs one example at a time: other matmul shapes, and left padding
+# shifts the RoPE angles (relative positions equal, rounding not); measured ~1e-6 relative.
+PADDED_F32_REL = 1e-4

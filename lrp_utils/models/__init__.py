@@ -3,7 +3,7 @@
 from .local import load_local
 from .tiny import TinyConfig, TinyTransformer
 from .train import accuracy, train
-from .zoo import load, recipe_info
+from .zoo import CacheError, load, recipe_info
 
 
-__all__ = ["TinyConfig", "TinyTransformer", "load", "load_local", "recipe_info", "train", "accuracy"]
+__all__ = ["TinyConfig", "TinyTransformer", "load", "load_local", "recipe_info", "CacheError", "train", "accuracy"]
