@@ -132,6 +132,11 @@ def _detokenize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+#: public name of the detokeniser (SmolLM2-RT reads detokenised Rotten Tomatoes text); the private
+#: name stays because it is part of the cached models' key (``models.zoo.data_version``)
+detokenize = _detokenize
+
+
 @functools.lru_cache(maxsize=1)
 def _imdb_sentences() -> tuple[str, ...]:
     sentences = []
