@@ -1,6 +1,12 @@
-"""Real-browser check of the quickstart notebook: JupyterLab + headless Chromium, driven by Selenium.
+"""Real-browser checks in headless Chromium, driven by Selenium: the quickstart in JupyterLab (``lab``),
+the static site (``site``, ``make site``) and the Voila demo (``demo``, ``make demo``).
 
-    .venv/bin/python tests/browser_check.py [--timeout 420] [--screenshot figures/00_jupyterlab.png]
+    .venv/bin/python tests/browser_check.py [--only lab,site,demo] [--timeout 900]
+        [--screenshot figures/00_jupyterlab.png] [--site-screenshot figures/00_site.png]
+        [--demo-screenshot figures/00_demo.png]
+
+The site and demo checks live in ``tests/browser_apps.py`` (their docstrings say what they assert); the
+JupyterLab check:
 
 1. copies ``notebooks/00_quickstart.ipynb`` into a temporary root folder with ``quick = True``
    injected (papermill) and its outputs cleared;
@@ -12,8 +18,10 @@
 4. asserts: every code cell ran, no error output (no stderr output holding a Traceback or an Error),
    the relevance heatmap HTML is there (``lrp_utils.viz`` spans with ``title="R = ..."``), the live
    ipywidgets explorer rendered its heatmap, and picking another method in its dropdown re-renders it;
-5. saves a screenshot (default ``figures/00_jupyterlab.png``), then stops Chromium, the driver,
-   JupyterLab and its kernel, always, and exits 0 on success / 1 on failure within ``--timeout`` s.
+5. saves a screenshot (default ``figures/00_jupyterlab.png``).
+
+Afterwards Chromium, the driver, JupyterLab, Voila, the site's HTTP server and the kernels are stopped,
+always; exit 0 on success / 1 on failure within ``--timeout`` s.
 
 Not collected by pytest (the name does not start with ``test_``). Needs ``selenium`` (pinned in the
 Makefile target) and root for the apt-get fallback.
@@ -33,6 +41,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import browser_apps  # noqa: E402  (the site and demo checks, next to this file)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "00_quickstart.ipynb"
@@ -134,6 +145,7 @@ def start_browser(tmp: Path):
     options.binary_location = str(CHROMIUM)
     for arg in [*CHROME_ARGS, f"--user-data-dir={tmp / 'chromium-profile'}"]:
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages for get_log
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp / "chromedriver.log"))
     return webdriver.Chrome(options=options, service=service)
 
@@ -256,13 +268,19 @@ def stop(procs: list, grace: float = 10.0) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--timeout", type=float, default=420, help="hard limit for the whole check, seconds")
+    p.add_argument("--timeout", type=float, default=900, help="hard limit for all checks, seconds")
+    p.add_argument("--only", default="lab,site,demo", help="comma-separated checks to run: lab, site, demo")
     p.add_argument("--screenshot", type=Path, default=None, help="default: figures/00_jupyterlab.png")
+    p.add_argument("--site-screenshot", type=Path, default=None, help="default: figures/00_site.png")
+    p.add_argument("--demo-screenshot", type=Path, default=None, help="default: figures/00_demo.png")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) for debugging")
     a = p.parse_args(argv)
     from lrp_utils.paths import figure_path
 
     screenshot = a.screenshot or figure_path("00_jupyterlab.png")
+    checks = [c.strip() for c in a.only.split(",") if c.strip()]
+    if not checks or set(checks) - {"lab", "site", "demo"}:
+        p.error(f"--only takes lab, site, demo; got {a.only!r}")
     start = time.perf_counter()
 
     def on_alarm(*_):
@@ -274,18 +292,24 @@ def main(argv=None) -> int:
     lab = driver = driver_proc = None
     try:
         ensure_chromium()
-        nb = prepare(tmp)
-        port, token = free_port(), secrets.token_hex(16)
-        lab = start_lab(tmp, port, token)
-        wait_for(lambda: server_up(port, token) or lab.poll() is not None, 90, "JupyterLab to start")
-        if lab.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {lab.returncode}; see {tmp / 'jupyterlab.log'}")
-        log(f"JupyterLab up on 127.0.0.1:{port}")
         driver = start_browser(tmp)
         driver_proc = driver.service.process
-        log(f"Chromium {driver.capabilities.get('browserVersion')} started")
-        remaining = a.timeout - (time.perf_counter() - start) - 60
-        result = check(driver, port, token, nb, remaining, screenshot)
+        log(f"Chromium {driver.capabilities.get('browserVersion')} started; checks: {', '.join(checks)}")
+        result = {}
+        if "site" in checks:
+            result.update(browser_apps.check_site(driver, tmp, a.site_screenshot or figure_path("00_site.png"), helpers))
+        if "demo" in checks:
+            result.update(browser_apps.check_demo(driver, tmp, a.demo_screenshot or figure_path("00_demo.png"), helpers))
+        if "lab" in checks:
+            nb = prepare(tmp)
+            port, token = free_port(), secrets.token_hex(16)
+            lab = start_lab(tmp, port, token)
+            wait_for(lambda: server_up(port, token) or lab.poll() is not None, 90, "JupyterLab to start")
+            if lab.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {lab.returncode}; see {tmp / 'jupyterlab.log'}")
+            log(f"JupyterLab up on 127.0.0.1:{port}")
+            remaining = a.timeout - (time.perf_counter() - start) - 60
+            result.update(check(driver, port, token, nb, remaining, screenshot))
         print("PASS", json.dumps(result), f"total {time.perf_counter() - start:.0f} s", flush=True)
         return 0
     except Exception as err:  # report, clean up, fail
@@ -309,11 +333,13 @@ def main(argv=None) -> int:
         stop([p for p in browser if p.is_running()])
         stop(family(lab.pid) if lab is not None else [])
         if a.keep:
-            print(f"kept {tmp} (jupyterlab.log, chromedriver.log)")
+            print(f"kept {tmp} (jupyterlab.log, voila.log, chromedriver.log)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
         log("cleaned up")
 
+
+helpers = sys.modules[__name__]  # what browser_apps uses: log, wait_for, free_port, family, stop
 
 if __name__ == "__main__":
     sys.exit(main())
