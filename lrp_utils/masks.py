@@ -2,7 +2,8 @@
 
 Conventions: ``attention_mask [B, S]`` with 1 = token, 0 = padding, padding on the left or on the
 right (never in the middle: :func:`lrp_utils.checks.check_mask` refuses holes); boolean ``keep``
-masks ``[B, 1, S, S]`` say whether query ``i`` may read key ``j`` (True = may read).
+masks ``[B, 1, S, S]`` say whether query ``i`` may read key ``j`` (True = may read); a pass over
+a subset of query positions (leave-one-out's suffix runs) uses ``[B, 1, Sq, S]``.
 """
 from __future__ import annotations
 
@@ -31,13 +32,19 @@ def left_padded(attention_mask: torch.Tensor) -> bool:
     return bool((first_positions(attention_mask) > 0).any())
 
 
-def dense_keep(attention_mask: torch.Tensor, causal: bool, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean ``[B, 1, S, S]``: key padding, causality (query ``i`` reads keys ``j <= i``) and an
-    optional extra ``keep`` (leave-one-out's removals), combined."""
+def dense_keep(attention_mask: torch.Tensor, causal: bool, keep: torch.Tensor | None = None,
+               queries: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean ``[B, 1, Sq, S]``: key padding, causality (query ``i`` reads keys ``j <= i``) and an
+    optional extra ``keep [B, 1, Sq, S]`` (leave-one-out's removals), combined.  The query rows are
+    the positions ``queries [B, Sq]`` (default every position, ``Sq = S``); the keys are always
+    positions ``0 .. S-1`` of ``attention_mask [B, S]``."""
     B, S = attention_mask.shape
-    m = attention_mask.bool()[:, None, None, :].expand(B, 1, S, S)
+    m = attention_mask.bool()[:, None, None, :]
     if causal:
-        m = m & torch.ones(S, S, dtype=torch.bool, device=m.device).tril()
+        pos = torch.arange(S, device=m.device)
+        rows = pos[:, None] if queries is None else queries[:, None, :, None]
+        m = m & (pos <= rows)
+    m = m.expand(B, 1, S if queries is None else queries.shape[1], S)
     return m & keep if keep is not None else m
 
 

@@ -34,9 +34,12 @@ AttentionInterface.register(ATTN_KEY, _attention)
 class HFAdapter(Adapter):
     """Common parts of the Hugging Face adapters."""
 
+    query_subsets = True  # position-wise blocks around the routed attention (see base.py)
+
     def mask(self, ctx, keep=None) -> torch.Tensor:
-        """Additive ``[B, 1, S, S]`` mask in the model dtype (padding, causality, extra keep)."""
-        return masks.additive(masks.dense_keep(ctx.attention_mask, self.causal, keep), self.dtype)
+        """Additive ``[B, 1, Sq, Sk]`` mask in the model dtype (padding, causality, extra keep) for
+        the query positions ``ctx.queries`` (default all: ``Sq = Sk``)."""
+        return masks.additive(masks.dense_keep(ctx.attention_mask, self.causal, keep, ctx.queries), self.dtype)
 
     @property
     def config(self):
