@@ -54,9 +54,10 @@ def loo_by_layer(model, input_ids, layers=None, target=None, attention_mask=None
         states, cache = base_pass(adapter, h, ctx)
         logits = adapter.readout(states[-1], ctx)
         target = checks.resolve_target(logits, target, adapter.target_kind)
-        base = logits.gather(1, target[:, None])[:, 0]
         pairs = removable(adapter, attention_mask).nonzero()  # [(b, i)]
-        chunks, run = _plan(adapter, states, cache, ctx, pairs, layers, target, removal, batch_size, reuse)
+        chunks, run, base = _plan(adapter, states, cache, ctx, pairs, layers, target, removal, batch_size, reuse)
+        if base is None:
+            base = logits.gather(1, target[:, None])[:, 0]
         return _scores(run, pairs, chunks, base, (len(layers), *attention_mask.shape), progress)
 
 
@@ -68,21 +69,24 @@ def removable(adapter, attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def _plan(adapter, states, cache, ctx, pairs, layers, target, removal, batch_size, reuse):
-    """``(chunks, run)``: index tensors into the removal rows ``pairs [P, 2]`` and the function
-    ``run(b, i) -> target logits [len(layers), n]`` of one chunk; the reuse path where it applies
-    (all layers' rows of a chunk run together, so a chunk has ``batch_size / len(layers)`` rows)."""
+    """``(chunks, run, base)``: index tensors into the removal rows ``pairs [P, 2]``, the function
+    ``run(b, i) -> target logits [len(layers), n]`` of one chunk, and the unperturbed target logits
+    ``[B]`` computed the same way (None: the read-out's).  The reuse path where it applies (all
+    layers' rows of a chunk run together, so a chunk has ``batch_size / len(layers)`` rows)."""
     if reuse and usable(adapter, cache):
         per_chunk = max(1, batch_size // len(set(layers) - {adapter.n_layers} or {0}))
         chunks = plan_chunks(*spans(adapter, ctx.attention_mask, pairs[:, 0], pairs[:, 1]), per_chunk)
+        r = adapter.readout_positions(ctx.attention_mask)
+        base = target_logits(adapter, states[-1][torch.arange(len(r), device=r.device), r], target)
 
         def run(b, i):
             h = removal_states(adapter, states, cache, ctx, layers, b, i, removal, batch_size)
             return target_logits(adapter, h.flatten(0, 1), target[b].repeat(len(layers))).view(len(layers), -1)
-        return chunks, run
+        return chunks, run, base
     S = ctx.attention_mask.shape[1]
     return list(torch.arange(len(pairs)).split(batch_size)), lambda b, i: torch.stack([run_suffix(
         adapter, states[l][b], ctx.select(b), l, _one_hot(i, S), removal).gather(1, target[b][:, None])[:, 0]
-        for l in layers])
+        for l in layers]), None
 
 
 def _one_hot(i: torch.Tensor, S: int) -> torch.Tensor:

@@ -14,7 +14,10 @@ Two savings, both exact (the same function summed in another order):
 Both work through :func:`lrp_utils.ops.key_values`, so every adapter whose attention goes through
 :func:`lrp_utils.ops.softmax_attention` and which meets the conditions listed in
 :mod:`lrp_utils.adapters.base` gets them; :func:`usable` says whether a model does.  Removals run
-in chunks of similar suffixes (:func:`plan_chunks`) so that little is padded.
+in chunks of similar suffixes (:func:`plan_chunks`) so that little is padded, and the rows of all
+requested layers of a chunk run together (a row joins at the block after its layer), so each block
+runs once per chunk on a large batch.  The last saving: with an LM head only the target's row of
+its weight is used (:func:`target_logits`).
 
 Shapes: hidden states ``[B, S, D]``; keys and values ``[B, Hkv, S, Dh]``; a chunk of ``n`` removal
 rows ``(b, i)`` (example, removed position) runs positions ``s .. e-1`` (``Sq = e - s`` queries).
@@ -27,9 +30,9 @@ import torch
 
 from . import masks, ops
 
-#: fixed cost of one chunk (a Python pass through the blocks) in units of one position through one
-#: block; measured at 1-3 on a SmolLM2-sized LLaMA, set higher so chunks stay large enough for
-#: efficient matrix products (see plan_chunks)
+#: fixed cost of a chunk in positions through a block (plan_chunks): one block call costs a few ms of
+#: Python, worth 10-30 positions of a SmolLM2-sized block on one CPU core; fewer, larger chunks also
+#: make more efficient matrix products
 CHUNK_COST = 32
 
 
@@ -99,8 +102,9 @@ def plan_chunks(start: torch.Tensor, end: torch.Tensor, batch_size: int) -> list
     ``start, end [P]``.  A chunk costs ``rows * (max end - min start)`` positions per block plus
     :data:`CHUNK_COST`; rows sorted by ``(end, start)`` are cut where the total is smallest
     (dynamic programme over cut points, ``O(P * batch_size)``)."""
-    order = sorted(range(len(start)), key=lambda p: (int(end[p]), int(start[p])))
-    s, e = [int(start[p]) for p in order], [int(end[p]) for p in order]
+    start, end = start.tolist(), end.tolist()  # one transfer, not one per row (GPU)
+    order = sorted(range(len(start)), key=lambda p: (end[p], start[p]))
+    s, e = [start[p] for p in order], [end[p] for p in order]
     best, cut = [0.0] + [float("inf")] * len(order), [0] * (len(order) + 1)
     for k in range(1, len(order) + 1):  # best split of the first k rows; the last chunk is j .. k-1
         lo, hi = s[k - 1], e[k - 1]

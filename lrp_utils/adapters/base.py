@@ -28,9 +28,14 @@ last block computes only the read-out position) needs from an adapter:
    ``keep [n, 1, Sq, Sk]``), and everything outside attention acts on each position alone.
    ``HFAdapter`` sets it; an adapter whose blocks cannot do this sets it to False.
 3. ``single_readout`` (default True): ``readout`` reads only the state at ``readout_positions``.
+4. optional, for speed: ``head``, the read-out's final ``nn.Linear`` when it receives all that the
+   read-out computes (an LM head: LOO then takes only the target's row of it).
 
-Adapters that do not meet these get the plain path (every removal runs all positions of the
-remaining blocks), with the same numbers.
+New per-position tensors a block needs go into :class:`Context` as ``[B, S, ...]`` fields (they
+are then gathered for query subsets).  Adapters that do not meet 1-3 get the plain path (every
+removal runs all positions of the remaining blocks), with the same numbers.  The test
+``test_reuse_equals_plain_path_and_brute_force`` runs on every registered class
+(``tests/conftest.py: REGISTERED_MODELS``).
 """
 from __future__ import annotations
 
