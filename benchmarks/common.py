@@ -11,9 +11,10 @@ def minilm_sized():
     return BertForSequenceClassification(cfg).eval()
 
 
-def smollm2_sized():
-    """Random-weight LLaMA with SmolLM2-135M's shape (30 layers, hidden 576, 9/3 heads)."""
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+def smollm2_sized(n_layers: int = 30):
+    """Random-weight LLaMA with SmolLM2-135M's shape (30 layers, hidden 576, 9/3 heads; ``n_layers``
+    blocks)."""
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, num_hidden_layers=n_layers, num_attention_heads=9,
                       num_key_value_heads=3, intermediate_size=1536, max_position_embeddings=2048,
                       tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()

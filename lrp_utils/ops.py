@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -66,12 +67,15 @@ class Session:
     ``partial_rotary_factor``): only the first ``rotary_dims`` features of each q / k head were
     rotated, so only that share gets the rotation's uniform rule (None: all features).
     ``on_attention``: optional callback receiving an :class:`AttentionCall` after every softmax
-    attention (the conservation audit and attention rollout use it)."""
+    attention (the conservation audit and attention rollout use it).
+    ``key_values``: optional ``fn(module, k, v) -> (k, v)`` applied to the keys and values a softmax
+    attention receives, before it attends (see :func:`key_values`)."""
 
     method: Method = METHODS["gi"]
     rotary_positions: bool = False
     rotary_dims: int | None = None
     on_attention: Callable | None = None
+    key_values: Callable | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -92,6 +96,21 @@ def session(method: Method | None = None, **kwargs):
     token = _SESSION.set(Session(method=method or METHODS["gi"], **kwargs))
     try:
         yield _SESSION.get()
+    finally:
+        _SESSION.reset(token)
+
+
+@contextlib.contextmanager
+def key_values(fn: Callable | None):
+    """Within the block, every :func:`softmax_attention` call passes its keys and values
+    ``k, v [B, Hkv, Sk, D]`` (after RoPE, before the grouped-query repeat) through
+    ``fn(module, k, v)`` and attends to what it returns (``[B, Hkv, Sk', D]``; the mask must cover
+    ``Sk'`` keys).  Leave-one-out uses it to record the keys and values of an unperturbed pass and
+    to prepend them to a pass over a suffix of positions (:mod:`lrp_utils.reuse`); ``fn`` may also
+    raise to stop a pass once it has what it needs.  The rest of the session is unchanged."""
+    token = _SESSION.set(dataclasses.replace(current(), key_values=fn))
+    try:
+        yield
     finally:
         _SESSION.reset(token)
 
@@ -137,10 +156,13 @@ def softmax_attention(q, k, v, mask=None, scaling=None, n_rep=1, module=None, so
     on q, k and v and the attention itself runs as PyTorch's fused
     ``scaled_dot_product_attention``: the cost of a plain forward and backward.
     :func:`explicit_softmax_attention` writes the same rules out product by product (a test checks
-    that the two agree).  The session's ``on_attention`` callback, if any, sees the call.
+    that the two agree).  The session's ``key_values`` function, if any, first replaces k and v;
+    its ``on_attention`` callback, if any, sees the call.
     """
     s = current()
     m = s.method
+    if s.key_values is not None:
+        k, v = s.key_values(module, k, v)
     scaling = q.shape[-1] ** -0.5 if scaling is None else scaling
     f = m.qk * m.attn
     qs, ks, vs = _qk_scale(q, f, s), _qk_scale(k, f, s), _scale(v, m.value)

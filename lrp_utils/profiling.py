@@ -57,19 +57,20 @@ def best_of(fn, repeats: int, warm_up: bool = True) -> tuple[float, float]:
     return min(c.wall[0] for c in clocks), min(c.cpu[0] for c in clocks)
 
 
-def paired_times(fns: dict, budget_s: float = 3.0, min_rounds: int = 5, max_rounds: int = 40) -> dict:
+def paired_times(fns: dict, budget_s: float = 3.0, min_rounds: int = 5, max_rounds: int = 40,
+                 warm_up: bool = True) -> dict:
     """Interleaved timing of several callables: in every round each runs once, in turn.  Returns
-    ``{name: [wall seconds per round]}``; the number of rounds fills about ``budget_s`` (within
-    ``min_rounds .. max_rounds``), after one warm-up call of each."""
-    for fn in fns.values():  # warm-up (allocator, thread pool, first-call caches)
-        fn()
-    t0 = time.perf_counter()
-    for fn in fns.values():
-        fn()
-    per_round = time.perf_counter() - t0
-    rounds = int(min(max_rounds, max(min_rounds, budget_s / max(per_round, 1e-9))))
-    out = {name: [] for name in fns}
-    for _ in range(rounds):
+    ``{name: [wall seconds per round]}``; rounds are added (``min_rounds .. max_rounds``) while the
+    time spent stays within about ``budget_s``; ``warm_up``: one untimed call of each first
+    (allocator, thread pool, first-call caches; skip it for calls of minutes)."""
+    if warm_up:
+        for fn in fns.values():
+            fn()
+    out, t0 = {name: [] for name in fns}, time.perf_counter()
+    while len(out[next(iter(fns))]) < max_rounds:
+        spent, done = time.perf_counter() - t0, len(out[next(iter(fns))])
+        if done >= min_rounds and spent * (done + 1) / max(done, 1) > budget_s:
+            break
         for name, fn in fns.items():
             t = time.perf_counter()
             fn()
@@ -78,7 +79,10 @@ def paired_times(fns: dict, budget_s: float = 3.0, min_rounds: int = 5, max_roun
 
 
 def paired_ratio(times: dict, name: str, base: str) -> float:
-    """Median over rounds of ``time[name] / time[base]`` (paired: same round, same machine state)."""
+    """Median over rounds of ``time[name] / time[base]`` (paired: same round, same machine state);
+    NaN when ``name`` was not timed."""
+    if name not in times:
+        return float("nan")
     return statistics.median(a / b for a, b in zip(times[name], times[base]))
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from archs import ARCHS, arch_model, tiny  # noqa: F401 (re-exported for the test modules)
+from archs import ARCHS, VISION_ARCHS, arch_model, tiny  # noqa: F401 (re-exported for the test modules)
 
 torch.set_num_threads(1)  # tiny models: threading overhead dominates
 
@@ -24,9 +24,26 @@ HF_KINDS = ["bert", "gpt2", "llama"]
 ALL_KINDS = list(ARCHS)
 
 
+#: a small random model per text class name of ``lrp_utils.adapters._REGISTRY`` (every architecture;
+#: the vision classes are tested with pixel inputs in test_vision.py)
+REGISTERED_MODELS = {"TinyTransformer": lambda: tiny(task="causal", position="rotary", n_kv_heads=2),
+                     **{type(build()).__name__: (lambda k=k: arch_model(k)) for k, build in ARCHS.items()}}
+VISION_CLASSES = {type(build()).__name__ for build in VISION_ARCHS.values()}
+
+
 @pytest.fixture(params=HF_KINDS)
 def hf(request):
     return hf_model(request.param)
+
+
+@pytest.fixture
+def left_padded_ids():
+    """A batch of 3 sequences of length 9, the last two left-padded (mask 0)."""
+    ids = torch.randint(1, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    mask[2, :5] = 0
+    return ids, mask
 
 
 @pytest.fixture

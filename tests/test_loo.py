@@ -1,16 +1,19 @@
-"""loo(): equals a brute-force loop and captum's FeatureAblation; NaN where it must be."""
+"""loo(): equals a brute-force loop and captum's FeatureAblation; NaN where it must be; the reuse
+path (causal prefix reuse, read-out-only last block) equals the plain path on every architecture."""
 from __future__ import annotations
 
 import pytest
 import torch
 from captum.attr import FeatureAblation
-from conftest import HF_KINDS, hf_model, tiny
+from conftest import HF_KINDS, REGISTERED_MODELS, VISION_CLASSES, hf_model, tiny
 from tolerances import SAME_FUNCTION_F64
 
-from lrp_utils import loo, loo_by_layer
-from lrp_utils.adapters import get_adapter
+from lrp_utils import loo, loo_by_layer, ops
+from lrp_utils.adapters import _REGISTRY, get_adapter
 from lrp_utils.masks import dense_keep
-from lrp_utils.loo import logits_without, removable
+from lrp_utils.loo import REMOVALS, logits_without, removable
+from lrp_utils.methods import METHODS
+from lrp_utils.reuse import base_pass, plan_chunks, usable
 
 MODELS = HF_KINDS + ["tiny-mean", "tiny-linear-q(kv)", "tiny-causal-rotary"]
 
@@ -159,3 +162,108 @@ def test_dense_keep_shapes():
     m = torch.tensor([[1, 1, 0]])
     k = dense_keep(m, causal=True)
     assert k.shape == (1, 1, 3, 3) and k[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, False]]
+
+
+# -- the reuse path (lrp_utils.reuse) -----------------------------------------------------------
+#: TinyTransformer variants; the last three take the plain path (mean read-out, linear attention)
+TINY = {"tiny-causal-learned": dict(task="causal"),
+        "tiny-causal-rotary-gqa": dict(task="causal", position="rotary", n_kv_heads=2, norm="rmsnorm", mlp="swiglu"),
+        "tiny-cls": dict(),
+        "tiny-mean": dict(readout="mean"),
+        "tiny-linear-(qk)v": dict(task="causal", attention="linear"),
+        "tiny-linear-q(kv)": dict(task="causal", attention="linear", order="q(kv)", feature_map="elu1",
+                                  normalize=True)}
+PLAIN_ONLY = ("tiny-mean", "tiny-linear-(qk)v", "tiny-linear-q(kv)")
+REUSE_KINDS = list(REGISTERED_MODELS) + list(TINY)
+
+
+def build(kind):
+    return tiny(**TINY[kind]) if kind in TINY else REGISTERED_MODELS[kind]()
+
+
+def test_every_registered_architecture_is_tested():
+    assert set(_REGISTRY) - VISION_CLASSES <= set(REGISTERED_MODELS), "add a small model to tests/archs.py"
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("removal", REMOVALS)
+@pytest.mark.parametrize("kind", REUSE_KINDS)
+def test_reuse_equals_plain_path_and_brute_force(kind, removal, side, padded_ids, left_padded_ids):
+    model = build(kind)
+    ids, mask = padded_ids if side == "right" else left_padded_ids
+    fast = loo_by_layer(model, ids, attention_mask=mask, removal=removal, batch_size=5)
+    plain = loo_by_layer(model, ids, attention_mask=mask, removal=removal, batch_size=5, reuse=False)
+    assert torch.equal(fast.isnan(), ~removable(get_adapter(model), mask).expand_as(fast))
+    torch.testing.assert_close(fast, plain, rtol=0, atol=SAME_FUNCTION_F64, equal_nan=True)
+    for layer in range(fast.shape[0]):
+        ref = brute_force(model, ids, mask, layer, removal)
+        torch.testing.assert_close(fast[layer], ref, rtol=0, atol=SAME_FUNCTION_F64, equal_nan=True)
+
+
+def query_positions(model, **kwargs) -> int:
+    """Query positions that went through softmax attention, summed over calls, in one
+    loo_by_layer call (a pass stopped before attending does not count)."""
+    seen = []
+    with ops.session(on_attention=lambda call: seen.append(call.q.shape[0] * call.q.shape[2])):
+        loo_by_layer(model, **kwargs)
+    return sum(seen)
+
+
+@pytest.mark.parametrize("kind", REUSE_KINDS)
+def test_reuse_runs_fewer_positions_where_it_applies(kind):
+    """The reuse path is taken (and saves work) exactly where the architecture allows it."""
+    model, ids = build(kind), torch.randint(1, 50, (2, 16))
+    ad = get_adapter(model)
+    with ad.session(METHODS["gi"]), torch.no_grad():
+        _, h, ctx = ad.start(ids, torch.ones_like(ids))
+        assert usable(ad, base_pass(ad, h, ctx)[1]) == (kind not in PLAIN_ONLY)
+    if kind in PLAIN_ONLY:
+        return
+    fast, plain = (query_positions(model, input_ids=ids, reuse=r) for r in (True, False))
+    # 2 blocks, 16 tokens: decoders ~0.3 of the plain path's queries, encoders ~0.4 (last block)
+    assert fast < (0.4 if ad.causal else 0.5) * plain, (fast, plain)
+
+
+@pytest.mark.parametrize("kind", ["LlamaForCausalLM", "tiny-causal-rotary-gqa", "BertForSequenceClassification"])
+def test_reuse_layer_subsets_and_batch_sizes(kind, padded_ids):
+    """Any list of layers (unsorted, repeated) and any batch size give the plain path's numbers."""
+    model, (ids, mask) = build(kind), padded_ids
+    layers = [2, 0, 2, 1]
+    plain = loo_by_layer(model, ids, layers, attention_mask=mask, reuse=False)
+    for batch_size in (1, 3, 64):
+        fast = loo_by_layer(model, ids, layers, attention_mask=mask, batch_size=batch_size)
+        torch.testing.assert_close(fast, plain, rtol=0, atol=SAME_FUNCTION_F64, equal_nan=True)
+    torch.testing.assert_close(loo(model, ids, layer=1, attention_mask=mask), plain[3], rtol=0,
+                               atol=SAME_FUNCTION_F64, equal_nan=True)
+
+
+def test_plan_chunks_cover_every_row_once():
+    start = torch.randint(0, 30, (200,))
+    end = start + torch.randint(1, 20, (200,))
+    chunks = plan_chunks(start, end, 7)
+    assert sorted(torch.cat(chunks).tolist()) == list(range(200))
+    assert max(len(c) for c in chunks) <= 7
+
+
+def test_query_subsets_mask_and_context():
+    """A pass over some positions sees the rows of the full mask and the gathered positions."""
+    mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    queries = torch.tensor([[4, 2], [1, 3]])
+    full = dense_keep(mask, causal=True)
+    sub = dense_keep(mask, causal=True, queries=queries)
+    assert torch.equal(sub, torch.stack([full[b, :, queries[b]] for b in range(2)]))
+    ad = get_adapter(tiny(task="causal", position="rotary"))
+    ctx = ad.prepare(torch.ones_like(mask), mask)
+    ctx.rope = ad.rope_tables(torch.zeros(2, 5, 16, dtype=torch.float64), ctx)
+    at = ctx.at(torch.tensor([1, 0]), queries, 4)
+    assert torch.equal(at.position_ids, torch.tensor([[2, 2], [0, 2]])) and at.attention_mask.shape == (2, 4)
+    assert torch.equal(at.rope[0][0, 1], ctx.rope[0][1, 2]) and torch.equal(at.rope[1][1, 0], ctx.rope[1][0, 1])
+
+
+def test_key_values_hook_is_scoped():
+    """ops.key_values replaces keys and values only inside its block."""
+    q = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    k, v = torch.randn_like(q), torch.randn_like(q)
+    with ops.key_values(lambda module, k_, v_: (k_, torch.zeros_like(v_))):
+        assert ops.softmax_attention(q, k, v)[0].abs().max() == 0
+    assert ops.softmax_attention(q, k, v)[0].abs().max() > 0

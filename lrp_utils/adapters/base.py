@@ -11,10 +11,36 @@ head), position ids, masks, the layer count, the size of the position table, tar
 Shapes: ``input_ids, attention_mask, position_ids [B, S]``; hidden states ``[B, S, D]``;
 ``keep [B, 1, S, S]`` boolean (True = query i may read key j), an extra mask used by LOO;
 ``readout`` returns ``[B, n_out]``.
+
+What leave-one-out's reuse (:mod:`lrp_utils.reuse`: decoders recompute a removal only from the
+removed position on, reading the earlier positions' keys and values from the unperturbed pass; the
+last block computes only the read-out position) needs from an adapter:
+
+1. every block makes exactly one attention call, through :func:`lrp_utils.ops.softmax_attention`
+   (Hugging Face models: through the attention function :class:`~lrp_utils.adapters.hf.HFAdapter`
+   registers), passing its attention module as ``module``.  Checked at run time: a model whose
+   blocks make another number of such calls gets the plain path.
+2. ``query_subsets = True``: ``block(i, h, ctx, keep)`` accepts the hidden states
+   ``h [n, Sq, D]`` of some positions only, ``ctx.queries [n, Sq]`` (the keys are positions
+   ``0 .. Sk-1``, ``Sk`` = ``ctx.attention_mask.shape[1]``): it reads position ids and RoPE tables
+   from ``ctx`` (already gathered at the queries by :meth:`Context.at`), builds its mask with
+   ``masks.dense_keep(ctx.attention_mask, causal, keep, ctx.queries)`` (``HFAdapter.mask`` does;
+   ``keep [n, 1, Sq, Sk]``), and everything outside attention acts on each position alone.
+   ``HFAdapter`` sets it; an adapter whose blocks cannot do this sets it to False.
+3. ``single_readout`` (default True): ``readout`` reads only the state at ``readout_positions``.
+4. optional, for speed: ``head``, the read-out's final ``nn.Linear`` when it receives all that the
+   read-out computes (an LM head: LOO then takes only the target's row of it).
+
+New per-position tensors a block needs go into :class:`Context` as ``[B, S, ...]`` fields (they
+are then gathered for query subsets).  Adapters that do not meet 1-3 get the plain path (every
+removal runs all positions of the remaining blocks), with the same numbers.  The test
+``test_reuse_equals_plain_path_and_brute_force`` runs on every registered class
+(``tests/conftest.py: REGISTERED_MODELS``).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -30,20 +56,43 @@ from ..methods import Method
 class Context:
     """Per-batch tensors shared by all blocks: padding mask, position ids, RoPE tables (a tuple;
     ``(cos, sin)``, or more tables for models with several, see :meth:`Adapter.layer_rope`), token
-    types, and for vision models the pixel input ``[B, C, H, W]`` (a leaf under ``explain``)."""
+    types, and for vision models the pixel input ``[B, C, H, W]`` (a leaf under ``explain``).
+
+    ``attention_mask [B, Sk]`` is the padding mask of the keys.  Every other tensor (``[B, S]``,
+    ``[B, S, ...]`` or a tuple of them) is per position of the hidden states a block receives, except
+    ``pixels`` (per example).  ``queries [B, Sq]``, when set, says which positions those hidden states
+    are (a pass over a subset of positions, see :meth:`at`); None: all ``Sk`` positions, in order."""
 
     attention_mask: torch.Tensor
     position_ids: torch.Tensor
     rope: tuple | None = None
     token_type_ids: torch.Tensor | None = None
     pixels: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+
+    def _map(self, fn, mask_fn, row_fn) -> "Context":
+        """A copy with ``fn`` applied to every per-position tensor, ``mask_fn`` to the key mask and
+        ``row_fn`` to the per-example ``pixels``."""
+        def apply(t):
+            if isinstance(t, torch.Tensor):
+                return fn(t)
+            return type(t)(apply(x) for x in t) if isinstance(t, (tuple, list)) else t
+        new = {f.name: apply(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if f.name not in ("attention_mask", "queries", "pixels")}
+        pixels = None if self.pixels is None else row_fn(self.pixels)
+        return dataclasses.replace(self, attention_mask=mask_fn(self.attention_mask), pixels=pixels, **new)
 
     def select(self, index: torch.Tensor) -> "Context":
         """Rows ``index`` of every batched tensor (for LOO's expanded batches)."""
-        pick = lambda t: t[index] if isinstance(t, torch.Tensor) else t  # noqa: E731
-        rope = tuple(pick(t) for t in self.rope) if self.rope is not None else None
-        return Context(pick(self.attention_mask), pick(self.position_ids), rope, pick(self.token_type_ids),
-                       pick(self.pixels))
+        ctx = self._map(lambda t: t[index], lambda m: m[index], lambda p: p[index])
+        return dataclasses.replace(ctx, queries=self.queries[index] if self.queries is not None else None)
+
+    def at(self, rows: torch.Tensor, queries: torch.Tensor, n_keys: int) -> "Context":
+        """The context of a pass over some positions only: rows ``rows [n]`` of this (full) batch,
+        hidden states at the positions ``queries [n, Sq]``, keys at positions ``0 .. n_keys-1``
+        (per-position tensors gathered at ``queries``, the key mask cut to ``n_keys``)."""
+        ctx = self._map(lambda t: t[rows[:, None], queries], lambda m: m[rows, :n_keys], lambda p: p[rows])
+        return dataclasses.replace(ctx, queries=queries)
 
 
 class Adapter:
@@ -55,6 +104,11 @@ class Adapter:
     positions = None  # None, "additive" or "rotary"
     rotary_dims = None  # partial rotary: features of each q/k head that RoPE rotates (None: all)
     modality = "text"  # "text" (input_ids) or "image" (pixel_values)
+    query_subsets = False  # block() runs on a subset of positions (see the module docstring)
+    single_readout = True  # readout() reads the state at readout_positions() only
+    #: the read-out's final linear map, when all it reads is its input (LOO then computes only the
+    #: target's logit: ``x . W[target]`` instead of every row of a language-model head); or None
+    head: nn.Module | None = None
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -176,6 +230,11 @@ class Adapter:
         """Logits ``[B, n_out]``; ``removed [B, S]`` marks positions LOO removed (only a mean
         read-out needs it)."""
         raise NotImplementedError
+
+    def readout_at(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits ``[n, n_out]`` from the read-out states ``h [n, D]`` alone (``single_readout``)."""
+        one = torch.ones(h.shape[0], 1, dtype=torch.long, device=h.device)
+        return self.readout(h[:, None], Context(one, one - 1))
 
     def rope_tables(self, h, ctx: Context):
         """``(cos, sin)`` ``[B, S, head_dim]`` for rotary models, else None."""

@@ -36,16 +36,19 @@ AttentionInterface.register(ATTN_KEY, _attention)
 class HFAdapter(Adapter):
     """Common parts of the Hugging Face adapters."""
 
+    query_subsets = True  # position-wise blocks around the routed attention (see base.py)
+
     def mask(self, ctx, keep=None, window: int | None = None) -> torch.Tensor:
-        """Additive ``[B, 1, S, S]`` mask in the model dtype (padding, causality, extra keep, and a
-        sliding ``window``, see :func:`lrp_utils.masks.sliding_window`); padding queries read
-        themselves (:func:`lrp_utils.masks.padding_reads_itself`)."""
+        """Additive ``[B, 1, Sq, Sk]`` mask in the model dtype (padding, causality, extra keep, and a
+        sliding ``window``, see :func:`lrp_utils.masks.sliding_window`) for the query positions
+        ``ctx.queries`` (default all: ``Sq = Sk``); padding queries read themselves
+        (:func:`lrp_utils.masks.padding_reads_itself`)."""
         S = ctx.attention_mask.shape[1]
-        near = masks.sliding_window(S, window, ctx.attention_mask.device)
+        near = masks.sliding_window(S, window, ctx.attention_mask.device, ctx.queries)
         if near is not None:
             keep = near if keep is None else keep & near
-        dense = masks.dense_keep(ctx.attention_mask, self.causal, keep)
-        return masks.additive(masks.padding_reads_itself(dense, ctx.attention_mask), self.dtype)
+        dense = masks.dense_keep(ctx.attention_mask, self.causal, keep, ctx.queries)
+        return masks.additive(masks.padding_reads_itself(dense, ctx.attention_mask, ctx.queries), self.dtype)
 
     @property
     def config(self):

@@ -15,6 +15,8 @@ class TinyAdapter(Adapter):
         self.task = cfg.task
         self.causal = cfg.task == "causal"
         self.positions = {"learned": "additive", "sinusoidal": "additive", "rotary": "rotary"}.get(cfg.position)
+        self.query_subsets = cfg.attention == "softmax"  # linear attention takes whole sequences
+        self.single_readout = cfg.task == "causal" or cfg.readout == "cls"
 
     @property
     def blocks(self):
@@ -51,7 +53,7 @@ class TinyAdapter(Adapter):
 
     def block(self, index, h, ctx, keep=None, rope=None):
         mask = self.model.make_mask(ctx.attention_mask)
-        mask.keep = keep
+        mask.keep, mask.queries = keep, ctx.queries
         return self.blocks[index](h, mask, rope if rope is not None else ctx.rope)
 
     def readout(self, h, ctx, removed=None):

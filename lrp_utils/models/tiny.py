@@ -72,15 +72,18 @@ def _check_choice(name, value, valid):
 @dataclass
 class Mask:
     """Who may read whom: ``key_keep [B, S]`` (False = padding), ``causal``, and an optional extra
-    boolean ``keep [B, 1, S, S]`` (True = query i may read key j), used by leave-one-out."""
+    boolean ``keep [B, 1, Sq, S]`` (True = query i may read key j), used by leave-one-out, whose
+    passes over some positions only set ``queries [B, Sq]`` (the positions of the query rows; the
+    softmax attention then attends to keys its session supplies, see ``ops.key_values``)."""
 
     key_keep: torch.Tensor
     causal: bool = False
     keep: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
 
     def dense(self) -> torch.Tensor:
-        """The full boolean mask ``[B, 1, S, S]``."""
-        return masks.dense_keep(self.key_keep, self.causal, self.keep)
+        """The full boolean mask ``[B, 1, Sq, S]`` (``Sq = S`` unless ``queries`` is set)."""
+        return masks.dense_keep(self.key_keep, self.causal, self.keep, self.queries)
 
 
 class Norm(nn.Module):
