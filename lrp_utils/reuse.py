@@ -191,13 +191,16 @@ def _run_layers(adapter, states, cache, ctx, layers, b, i, r, removal) -> torch.
 def target_logits(adapter, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Logits ``[n]`` of ``target [n]`` from the read-out states ``h [n, D]``.  When the adapter
     names its final linear map (``adapter.head``, e.g. a language-model head of 50k rows), only the
-    targets' rows of it are used: ``head_input . W[target] + b[target]``."""
+    targets' rows of it are used: ``head_input . W[target] + b[target]``, then whatever the read-out
+    does after the head (:meth:`~lrp_utils.adapters.base.Adapter.head_output`)."""
     head = getattr(adapter, "head", None)
     if not isinstance(head, torch.nn.Linear):
         return adapter.readout_at(h).gather(1, target[:, None])[:, 0]
     x = _head_input(adapter, head, h)
     logit = (x[:, None, :] @ head.weight[target][:, :, None])[:, 0, 0]
-    return logit + head.bias[target] if head.bias is not None else logit
+    if head.bias is not None:
+        logit = logit + head.bias[target]
+    return adapter.head_output(logit)
 
 
 def _head_input(adapter, head, h: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import FeatureAblation
+from archs import same_function_tol
 from conftest import HF_KINDS, REGISTERED_MODELS, VISION_CLASSES, hf_model, tiny
 from tolerances import SAME_FUNCTION_F64
 
@@ -195,9 +196,13 @@ def test_reuse_equals_plain_path_and_brute_force(kind, removal, side, padded_ids
     plain = loo_by_layer(model, ids, attention_mask=mask, removal=removal, batch_size=5, reuse=False)
     assert torch.equal(fast.isnan(), ~removable(get_adapter(model), mask).expand_as(fast))
     torch.testing.assert_close(fast, plain, rtol=0, atol=SAME_FUNCTION_F64, equal_nan=True)
+    # Gemma 2's brute force differs from the batched path at float32 level (its tolerance in archs,
+    # relative to the size of the LOO deltas)
+    scale = float(fast.nan_to_num().abs().max().clamp(min=1.0))
+    atol = same_function_tol("gemma2") * scale if kind == "Gemma2ForCausalLM" else SAME_FUNCTION_F64
     for layer in range(fast.shape[0]):
         ref = brute_force(model, ids, mask, layer, removal)
-        torch.testing.assert_close(fast[layer], ref, rtol=0, atol=SAME_FUNCTION_F64, equal_nan=True)
+        torch.testing.assert_close(fast[layer], ref, rtol=0, atol=atol, equal_nan=True)
 
 
 def query_positions(model, **kwargs) -> int:

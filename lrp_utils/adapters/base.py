@@ -28,8 +28,9 @@ last block computes only the read-out position) needs from an adapter:
    ``keep [n, 1, Sq, Sk]``), and everything outside attention acts on each position alone.
    ``HFAdapter`` sets it; an adapter whose blocks cannot do this sets it to False.
 3. ``single_readout`` (default True): ``readout`` reads only the state at ``readout_positions``.
-4. optional, for speed: ``head``, the read-out's final ``nn.Linear`` when it receives all that the
-   read-out computes (an LM head: LOO then takes only the target's row of it).
+4. optional, for speed: ``head``, the read-out's last ``nn.Linear`` when it receives all that the
+   read-out computes (an LM head: LOO then takes only the target's row of it); anything element-wise
+   after it goes in ``head_output`` (Gemma's logit soft-capping).
 
 New per-position tensors a block needs go into :class:`Context` as ``[B, S, ...]`` fields (they
 are then gathered for query subsets).  Adapters that do not meet 1-3 get the plain path (every
@@ -230,6 +231,11 @@ class Adapter:
         """Logits ``[B, n_out]``; ``removed [B, S]`` marks positions LOO removed (only a mean
         read-out needs it)."""
         raise NotImplementedError
+
+    def head_output(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the read-out does after :attr:`head` (default: nothing; Gemma soft-caps the logits).
+        Element-wise, so LOO may apply it to the target's logit alone."""
+        return logits
 
     def readout_at(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``[n, n_out]`` from the read-out states ``h [n, D]`` alone (``single_readout``)."""

@@ -45,7 +45,10 @@ class GemmaAdapter(DecoderAdapter):
         return 1.0 + module.weight, module.eps, False
 
     def readout(self, h, ctx, removed=None):
-        logits = super().readout(h, ctx, removed)
+        return self.head_output(super().readout(h, ctx, removed))
+
+    def head_output(self, logits):
+        """Soft-capping ``c * tanh(logits / c)`` of the final logits (identity rule, see above)."""
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap is None:
             return logits
