@@ -45,3 +45,18 @@ def test_concept_findings_read_the_table():
     lines = S.concept_findings(table, 0.95)
     assert "0.800" in lines[0] and "0.950" in lines[0]
     assert "8 concept neurons off: accuracy 0.500" in lines[1] and "8 random neurons off: accuracy 0.790" in lines[1]
+
+
+def test_latent_claims_follow_the_areas_csv(tmp_path):
+    """The claims are computed from the CSV: AttnLRP ahead of random reproduces, behind contradicts."""
+    from lrp_utils.studies.latents import latent_claims
+
+    rows = [("m", "heads", "attnlrp", 1.0, 0.9, 1.1, 0.0, 0.0, 0.0, 10),
+            ("m", "heads", "random", 0.2, 0.1, 0.3, 0.8, 0.6, 1.0, 10),
+            ("m", "heads", "grad x act", 1.3, 1.2, 1.4, -0.3, -0.4, -0.2, 10),
+            ("m", "heads", "cp-lrp", 1.0, 0.9, 1.1, 0.01, -0.1, 0.1, 10)]
+    cols = ["model", "kind", "ranking", "mean_drop", "low", "high", "attnlrp_minus", "diff_low", "diff_high", "n"]
+    pd.DataFrame(rows, columns=cols).to_csv(tmp_path / "06_faithfulness_areas.csv", index=False)
+    got = {c.claim_id: c.verdict for c in latent_claims(tmp_path)}
+    assert got == {"latent-vs-random-heads": "reproduced", "latent-vs-gradxact-heads": "contradicted",
+                   "latent-vs-cp-lrp-heads": "not reproduced"}

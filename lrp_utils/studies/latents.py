@@ -12,9 +12,12 @@ from .. import latents, metrics
 from ..adapters import get_adapter
 from ..data import natural_sentences, rotten_tomatoes
 from ..engine import explain
+from ..palette import OTHER_COLORS, method_color
 
 RANKINGS = ("attnlrp", "cp-lrp", "grad x act", "|activation|", "random")
-COLORS = dict(zip(RANKINGS, ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f")))
+#: the collection's method colours (``lrp_utils.palette``); grad x act is GI on the latents
+COLORS = {"attnlrp": method_color("attnlrp"), "cp-lrp": method_color("cp-lrp"), "grad x act": method_color("gi"),
+          "|activation|": OTHER_COLORS[0], "random": method_color("random")}
 
 
 # -- inputs -----------------------------------------------------------------------------------------
@@ -245,3 +248,44 @@ def concept_findings(table: pd.DataFrame, base_accuracy: float) -> list[str]:
                    f"{n} random neurons off: accuracy {v['random', n, 'accuracy']:.3f}, recall positive "
                    f"{v['random', n, 'recall_pos']:.3f}, negative {v['random', n, 'recall_neg']:.3f}.")
     return out
+
+
+# -- claims -----------------------------------------------------------------------------------------
+_PAPER = "Achtibat et al. 2024"
+#: (ranking compared with AttnLRP's, claim id, the claim, checked in CI for these models)
+_LATENT_CLAIMS = (
+    ("random", "latent-vs-random", "AttnLRP explains latent units: switching off its top-ranked units lowers the "
+     "logit more than switching off random ones", ("minilm-rt",)),
+    ("grad x act", "latent-vs-gradxact", "AttnLRP's latent relevance ranks units more faithfully than gradient x "
+     "activation", ()),
+    ("cp-lrp", "latent-vs-cp-lrp", "AttnLRP's latent relevance ranks units more faithfully than CP-LRP", ()),
+)
+
+
+def latent_claims(figures) -> list:
+    """Notebook 06's claims from ``06_faithfulness_areas.csv``: per model and unit kind, the paired
+    bootstrap CI of AttnLRP's mean logit drop minus the other ranking's (CISide: > 0 reproduces)."""
+    from ..claims import CISide, Claim
+
+    areas = pd.read_csv(figures / "06_faithfulness_areas.csv")
+    rows = []
+    for (model, kind), g in areas.groupby(["model", "kind"], sort=False):
+        g = g.set_index("ranking")
+        for other, claim_id, claim, in_ci in _LATENT_CLAIMS:
+            if other not in g.index:
+                continue
+            r = g.loc[other]
+            rows.append(Claim("06", f"{claim_id}-{kind}", _PAPER, claim,
+                              f"mean drop over top-k {kind} off, AttnLRP minus {other}, paired bootstrap 95% CI",
+                              model, r["attnlrp_minus"], CISide(">", 0.0), r["diff_low"], r["diff_high"],
+                              n=int(r["n"]), checked_in_ci=model in in_ci))
+    return rows
+
+
+def _register() -> None:
+    from .. import claims
+
+    claims.register("06")(latent_claims)
+
+
+_register()
