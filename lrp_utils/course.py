@@ -2,7 +2,7 @@
 
     python -m lrp_utils.course [--out build/course]
 
-Every notebook with graded exercises (cells carrying nbgrader metadata, see ``tools/add_exercises.py``)
+Every notebook with graded exercises (cell pairs carrying nbgrader metadata: an answer cell, then a locked test cell)
 becomes one assignment named after it (``00_quickstart`` ...). The course directory holds
 
 * ``source/<assignment>/<assignment>.ipynb``: the notebook as committed (solutions, hidden tests, outputs);
