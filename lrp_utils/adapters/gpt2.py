@@ -15,8 +15,7 @@ class GPT2Adapter(HFAdapter):
 
     def __init__(self, model):
         super().__init__(model)
-        self.head = model.lm_head if hasattr(model, "lm_head") else model.score
-        self.task = "causal" if hasattr(model, "lm_head") else "classify"
+        self.decoder_head()
 
     @property
     def blocks(self):

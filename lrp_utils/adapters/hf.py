@@ -38,6 +38,13 @@ class HFAdapter(Adapter):
 
     query_subsets = True  # position-wise blocks around the routed attention (see base.py)
 
+    def decoder_head(self) -> None:
+        """Decoder LMs and their classifiers: ``head`` is ``lm_head`` (next-token logits, task
+        ``"causal"``) or ``score`` (class logits, task ``"classify"``)."""
+        lm = hasattr(self.model, "lm_head")
+        self.head = self.model.lm_head if lm else self.model.score
+        self.task = "causal" if lm else "classify"
+
     def mask(self, ctx, keep=None, window: int | None = None) -> torch.Tensor:
         """Additive ``[B, 1, Sq, Sk]`` mask in the model dtype (padding, causality, extra keep, and a
         sliding ``window``, see :func:`lrp_utils.masks.sliding_window`) for the query positions
