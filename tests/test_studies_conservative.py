@@ -99,3 +99,14 @@ def test_paired_table_on_areas():
     assert p.loc[("AUAC", "cp-lrp", "random"), "diff"] == pytest.approx(4.0)
     assert p.loc[("AU-MSE", "cp-lrp", "random"), "diff"] == pytest.approx(-4.0)
     assert p.loc[("AUAC", "attnlrp", "cp-lrp"), ["low", "high"]].tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_faithfulness_caption(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"method": ["gi", "gi", "cp-lrp", "cp-lrp"], "metric": ["AUAC", "AU-MSE"] * 2,
+                  "mean": [0.6, 0.5, 0.9, 0.2], "low": 0, "high": 1, "n": 12}).to_csv(
+        tmp_path / "01_faithfulness_summary.csv", index=False)
+    text = F.faithfulness_caption(tmp_path)
+    assert "of 2 methods on 12 MiniLM-RT" in text
+    assert "AUAC: cp-lrp (0.900)" in text and "AU-MSE: cp-lrp (0.200)" in text

@@ -200,3 +200,16 @@ def claims_from_csvs(figures) -> list:
 
     figures = Path(figures)
     return _tiny_claims(figures) + _minilm_claims(figures) + _ordering_claims(figures)
+
+
+@claims.register_caption("01", "01_faithfulness_curves.png")
+def faithfulness_caption(figures) -> str:
+    """README caption of ``01_faithfulness_curves.png`` from ``01_faithfulness_summary.csv``."""
+    from pathlib import Path
+
+    s = pd.read_csv(Path(figures) / "01_faithfulness_summary.csv")
+    auac = s[s["metric"] == "AUAC"].set_index("method")["mean"]
+    mse = s[s["metric"] == "AU-MSE"].set_index("method")["mean"]
+    return (f"AUAC (higher is better) and AU-MSE (lower is better) curves of {len(auac)} methods on "
+            f"{int(s['n'].max())} MiniLM-RT test sentences; highest mean AUAC: {auac.idxmax()} ({auac.max():.3f}), "
+            f"lowest mean AU-MSE: {mse.idxmin()} ({mse.min():.3f}).")
