@@ -138,3 +138,75 @@ def test_compare_maps_matches_a_per_row_replica():
         assert row.rel_l1 == pytest.approx(np.abs(x - y).sum() / np.abs(x).sum(), rel=1e-12)
         shape = np.abs(x / np.abs(x).sum() - y / np.abs(y).sum()).sum()
         assert row.shape_l1 == pytest.approx(shape, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- notebook 03's claims
+def _write_03(figures, attnlrp_l1=0.4, invariant_l1=1e-13):
+    """Synthetic CSVs of notebook 03: the toy, exact Q:K:V shares, a divergence table."""
+    import pandas as pd
+
+    from lrp_utils import toy
+    from lrp_utils.studies import linear_attention as inv
+
+    toy.save_toy_table(figures)
+    shares = [{"feature_map": f, "method": m, "order": o, "q": q, "k": k, "v": v, "total": q + k + v}
+              for f in ("identity", "elu1, normalised") for o in inv.PAPER_SHARES
+              for m, (q, k, v) in (("attnlrp", inv.PAPER_SHARES[o]), ("gi", (1, 1, 1)), ("cp-lrp", (0, 0, 1)))]
+    pd.DataFrame(shares).to_csv(figures / inv.SHARES_CSV, index=False)
+    rows = []
+    groups = [inv.RANDOM_LAYER] + [(t, f) for t in ("rt", "keyword") for f in ("identity", "elu1")]
+    for task, fmap in groups:
+        for m in ("attnlrp", "gi", "ig", "cp-lrp", "loo-zero"):
+            for level in ("tokens", "layer 0", "layer 1"):
+                d = attnlrp_l1 if m == "attnlrp" else invariant_l1
+                rows.append({"task": task, "feature_map": fmap, "method": m, "level": level, "rel_l1": d,
+                             "rel_l1_low": d * 0.8, "rel_l1_high": d * 1.2, "max_token_diff": d / 3,
+                             "max_token_diff_low": d / 4, "max_token_diff_high": d / 2,
+                             "l1_vs_largest_max": d, "n": 20})
+    pd.DataFrame(rows).to_csv(figures / inv.DIVERGENCE_CSV, index=False)
+
+
+def test_claims_03_from_synthetic_csvs(tmp_path):
+    from lrp_utils.studies import linear_attention as inv
+
+    _write_03(tmp_path)
+    rows = inv.claims_from_csvs(tmp_path)
+    assert all(c.verdict == "reproduced" and c.checked_in_ci for c in rows), [(c.claim_id, c.verdict) for c in rows]
+    ids = [c.claim_id for c in rows]
+    assert ids.count("trained-attnlrp-orders-differ") == 4 and ids.count("qkv-shares-attnlrp") == 2
+    assert ids[:5] == ["toy-attnlrp", "toy-gi-invariant", "toy-ig-invariant", "toy-loo-zero-invariant",
+                       "toy-loo-one-invariant"]
+    assert len({(c.claim_id, c.model) for c in rows}) == len(rows)
+
+
+def test_claims_03_reversed(tmp_path):
+    """AttnLRP that does not move between the orders contradicts the divergence claims; invariant methods
+    that move are not reproduced; wrong shares are not reproduced."""
+    import pandas as pd
+
+    from lrp_utils.studies import linear_attention as inv
+
+    _write_03(tmp_path, attnlrp_l1=0.01, invariant_l1=0.2)
+    s = pd.read_csv(tmp_path / inv.SHARES_CSV)
+    s.loc[s.method == "attnlrp", ["q", "k", "v"]] = 1 / 3
+    s.to_csv(tmp_path / inv.SHARES_CSV, index=False)
+    v = {}
+    for c in inv.claims_from_csvs(tmp_path):
+        v.setdefault(c.claim_id, set()).add(c.verdict)
+    assert v["trained-attnlrp-orders-differ"] == v["random-layer-token-difference"] == {"contradicted"}
+    assert v["trained-gi-invariant"] == v["trained-loo-zero-invariant"] == {"not reproduced"}
+    assert v["qkv-shares-attnlrp"] == {"not reproduced"} and v["qkv-shares-gi-invariant"] == {"reproduced"}
+
+
+def test_divergence_table_intervals():
+    import pandas as pd
+
+    from lrp_utils.studies import linear_attention as inv
+
+    div = pd.DataFrame({"task": "rt", "feature_map": "identity", "method": "attnlrp", "level": "tokens",
+                        "rel_l1": [0.1, 0.2, 0.3, float("nan")], "max_token_diff": [0.05, 0.05, 0.05, 0.05],
+                        "l1_vs_largest": [0.1, 0.4, 0.2, 0.3]})
+    t = inv.divergence_table(div, n_boot=100).iloc[0]
+    assert t["rel_l1"] == pytest.approx(0.2) and t["rel_l1_low"] <= 0.2 <= t["rel_l1_high"]
+    assert t["max_token_diff_low"] == t["max_token_diff_high"] == pytest.approx(0.05)
+    assert t["l1_vs_largest_max"] == 0.4 and t["n"] == 4

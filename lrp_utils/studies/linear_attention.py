@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from ..progress import tqdm
 
-from .. import metrics, perturbation
+from .. import claims, metrics, perturbation
 from ..invariance import ASSOCIATIONS, FEATURE_MAPS, compare_maps, relevance_maps, same_logits, train_pair
 from ..models import accuracy
 from ..tasks import load_task
@@ -198,10 +198,9 @@ def keyword_hits(setups, methods=(*INVARIANCE_METHODS, "loo")) -> pd.DataFrame:
 
 def heatmap_rows(setup: Setup, i: int, methods=("attnlrp", "gi", "cp-lrp", "loo")):
     """``(tokens, {"method order": [n]})`` of example ``i`` for :func:`lrp_utils.viz.token_heatmap`
-    (LOO's NaN at [CLS] shown as 0)."""
+    (LOO is NaN at [CLS], which is never removed: the heatmap draws it hatched, apart from 0)."""
     n = int(setup.mask[i].sum())
-    rows = {f"{m} {o}" if o != ONCE else m: torch.nan_to_num(setup.maps[(m, o)]["tokens"][i, :n])
-            for m, o in _pairs(methods)}
+    rows = {f"{m} {o}" if o != ONCE else m: setup.maps[(m, o)]["tokens"][i, :n] for m, o in _pairs(methods)}
     return setup.tokens[i], rows
 
 
@@ -240,3 +239,108 @@ def findings_table(div, agree, faith, hits) -> pd.DataFrame:
             h = hits[(hits["method"] == "attnlrp") & (hits["order"] == o)]
             out[f"keyword_p@k {o}"] = h.groupby(by)["precision_at_k"].mean()
     return out
+
+
+# ------------------------------------------------------------------------------ tables written by the notebook
+SHARES_CSV = "03_qkv_shares.csv"
+DIVERGENCE_CSV = "03_divergence_summary.csv"
+#: the random single-head layer of section 2 in the divergence table (``task``, ``feature_map``)
+RANDOM_LAYER = ("random layer", "identity")
+
+
+def divergence_table(div: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per task x feature map x method x level of a :func:`divergence_study` (or of
+    :func:`lrp_utils.invariance.implementation_invariance` with ``task`` and ``feature_map`` columns):
+    the mean ``rel_l1`` and ``max_token_diff`` over inputs (seeds pooled) with percentile-bootstrap 95%
+    intervals (``*_low``, ``*_high``), the largest ``l1_vs_largest`` (``l1_vs_largest_max``) and ``n``."""
+    rows = []
+    for key, g in div.groupby(["task", "feature_map", "method", "level"], sort=True):
+        row = dict(zip(("task", "feature_map", "method", "level"), key))
+        for col in ("rel_l1", "max_token_diff"):
+            ci = metrics.bootstrap_ci(g[col], n_boot=n_boot, seed=seed)
+            row.update({col: ci.mean, f"{col}_low": ci.low, f"{col}_high": ci.high})
+        rows.append({**row, "l1_vs_largest_max": g["l1_vs_largest"].max(), "n": len(g)})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ claims
+PAPER = "You et al. 2025 (i)"
+#: the shares AttnLRP's uniform rule gives Q, K, V per order (the proof in notebook 03, section 2)
+PAPER_SHARES = {"(qk)v": (0.25, 0.25, 0.5), "q(kv)": (0.5, 0.25, 0.25)}
+#: float64 rounding plus the identity rule's epsilon (1e-10): exact shares, exact invariance
+SHARE_TOL, INVARIANT_SHARE_TOL, INVARIANT_TOL = 1e-8, 1e-12, 1e-10
+#: "differ": mean relative L1 distance of the token maps above 10%; "per-token difference of the order
+#: of 20% of the total" (the paper, one random 8-token layer): mean largest single-token difference above 5%
+DIFFER, TOKEN_DIFFER = 0.1, 0.05
+_FMAP_NAMES = {"identity": "phi = identity", "elu1": "phi = elu+1, normalised", "elu1, normalised":
+               "phi = elu+1, normalised"}
+_TASK_NAMES = {"rt": "Rotten Tomatoes", "keyword": "keyword task"}
+_TRAINED_ALL = "trained linear-attention classifiers (Rotten Tomatoes, keyword task; both feature maps)"
+
+
+def _share_claims(figures) -> list:
+    from ..claims import Claim, Exact
+
+    s = pd.read_csv(figures / SHARES_CSV).set_index(["feature_map", "method", "order"])[["q", "k", "v"]]
+    rows = []
+    for fmap in s.index.get_level_values("feature_map").unique():
+        model = f"random single-head linear-attention layer, {_FMAP_NAMES.get(fmap, fmap)}"
+        dev = max(float((s.loc[(fmap, "attnlrp", o)] - want).abs().max()) for o, want in PAPER_SHARES.items())
+        rows.append(Claim("03", "qkv-shares-attnlrp", PAPER, "AttnLRP sends Q:K:V = 1/4:1/4:1/2 of the relevance "
+                          "for (QK^T)V and 1/2:1/4:1/4 for Q(K^T V)", "max |share - 1/4 or 1/2| over Q, K, V "
+                          "and both orders", model, dev, Exact(SHARE_TOL), n=1, checked_in_ci=True))
+        for m, name in (("gi", "GI"), ("cp-lrp", "CP-LRP")):
+            d = float((s.loc[(fmap, m, "(qk)v")] - s.loc[(fmap, m, "q(kv)")]).abs().max())
+            rows.append(Claim("03", f"qkv-shares-{m}-invariant", PAPER,
+                              f"{name} gives Q, K and V the same shares in both association orders",
+                              "max |share (QK^T)V - share Q(K^T V)| over Q, K, V", model, d,
+                              Exact(INVARIANT_SHARE_TOL), n=1, checked_in_ci=True))
+    return rows
+
+
+def _divergence_claims(figures) -> list:
+    from ..claims import CISide, Claim, Exact
+
+    d = pd.read_csv(figures / DIVERGENCE_CSV)
+    rows = []
+    task, fmap = RANDOM_LAYER
+    r = d[(d.task == task) & (d.feature_map == fmap) & (d.method == "attnlrp") & (d.level == "tokens")].iloc[0]
+    rows.append(Claim("03", "random-layer-token-difference", PAPER,
+                      "In a random 8-token linear-attention layer AttnLRP's per-token relevance differs between "
+                      "the two orders by a sizeable share of the total (about 20% in the paper)",
+                      "mean over inputs of max_i |R_(qk)v,i - R_q(kv),i| / ||R_(qk)v||_1 (bootstrap 95% CI)",
+                      "random single-head linear-attention layer, 8 tokens", r["max_token_diff"],
+                      CISide(">", TOKEN_DIFFER), r["max_token_diff_low"], r["max_token_diff_high"], n=int(r["n"]),
+                      checked_in_ci=True))
+    trained = d[d.task != task]
+    tok = trained[(trained.method == "attnlrp") & (trained.level == "tokens")]
+    for _, r in tok.iterrows():
+        rows.append(Claim("03", "trained-attnlrp-orders-differ", PAPER,
+                          "On a trained linear-attention model with shared weights AttnLRP's token relevance "
+                          "differs between the two association orders",
+                          "mean over inputs of ||R_(qk)v - R_q(kv)||_1 / ||R_(qk)v||_1, token level "
+                          "(bootstrap 95% CI)",
+                          f"trained linear-attention classifier, {_TASK_NAMES.get(r.task, r.task)}, "
+                          f"{_FMAP_NAMES.get(r.feature_map, r.feature_map)}", r["rel_l1"], CISide(">", DIFFER),
+                          r["rel_l1_low"], r["rel_l1_high"], n=int(r["n"]), checked_in_ci=True))
+    for m, name in (("gi", "GI"), ("ig", "IG"), ("cp-lrp", "CP-LRP"), ("loo-zero", "LOO (x_i := 0)")):
+        g = trained[trained.method == m]
+        rows.append(Claim("03", f"trained-{m}-invariant", PAPER,
+                          f"{name} gives the same relevance in both association orders (implementation invariance)",
+                          "largest ||R_(qk)v - R_q(kv)||_1 over the example's largest ||R||_1, every input and "
+                          "level", _TRAINED_ALL, g["l1_vs_largest_max"].max(), Exact(INVARIANT_TOL),
+                          n=int(g[g.level == "tokens"]["n"].sum()), checked_in_ci=True))
+    return rows
+
+
+@claims.register("03")
+def claims_from_csvs(figures) -> list:
+    """Notebook 03's claims from its figure CSVs: the toy (:func:`lrp_utils.toy.toy_claims`), the Q:K:V
+    shares (:data:`SHARES_CSV`), and the divergence of the two orders on the random layer and the trained
+    models, AttnLRP against the invariant methods (:data:`DIVERGENCE_CSV`)."""
+    from pathlib import Path
+
+    from ..toy import toy_claims
+
+    figures = Path(figures)
+    return toy_claims(figures) + _share_claims(figures) + _divergence_claims(figures)
