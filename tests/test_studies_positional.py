@@ -198,3 +198,20 @@ def test_shared_scorer_gives_the_same_areas_and_counts_only_new_forwards():
     pd.testing.assert_frame_equal(shared, fresh)
     assert shared.attrs["n_forward"] < fresh.attrs["n_forward"]  # the unperturbed inputs were cached
     assert scorer.n_forward == first.attrs["n_forward"] + shared.attrs["n_forward"]
+
+
+def test_plot_profiles_one_colour_per_task_and_one_legend():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = TASK_MODELS["tiny-rotary-causal"]()
+    task = tasks.set_targets(model, random_task(model, causal=True))
+    e = task.explain(model, ["pa-lrp"])["pa-lrp"]
+    profiles = {"a": P.position_profile(e, task.attention_mask), "b": P.position_profile(e, task.attention_mask)}
+    layers = pd.concat({k: P.layer_profile(e) for k in profiles}, names=["task"]).reset_index()
+    fig = P.plot_profiles(profiles, layers)
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes) and len(fig.axes) == 3
+    line_colours = [matplotlib.colors.to_hex(line.get_color()) for line in fig.axes[0].lines[:2]]
+    bar_colours = {matplotlib.colors.to_hex(p.get_facecolor()) for p in fig.axes[2].patches}
+    assert len(set(line_colours)) == 2 and set(line_colours) <= bar_colours
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)

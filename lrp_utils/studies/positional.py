@@ -250,22 +250,32 @@ def plot_conservation(summary: pd.DataFrame, ax=None):
     return fig
 
 
-def plot_profiles(profiles: dict, max_index: int = 12, axes=None):
+def plot_profiles(profiles: dict, layers: pd.DataFrame | None = None, max_index: int = 12):
     """Mean share of the absolute relevance budget carried by each position's *positional* term
-    (95% bootstrap band), by index from the start and from the end; one line per model."""
+    (95% bootstrap band), by index from the start and from the end, one line per task; with
+    ``layers`` (:func:`layer_profile` rows with a ``task`` column) a third panel splits the RoPE
+    models' positional relevance over layers. One colour per task in every panel, one legend."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = (axes[0].figure, axes) if axes is not None else plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    colors = dict(zip(profiles, sns.color_palette("colorblind", len(profiles))))
+    fig, axes = plt.subplots(1, 2 if layers is None else 3, figsize=(10 if layers is None else 15, 3.8),
+                             gridspec_kw={"width_ratios": [1, 1] if layers is None else [1, 1, 1.1]})
     for name, prof in profiles.items():
-        start = prof[prof["index"] < max_index]
-        end = prof[prof["from_end"] >= -max_index]
-        sns.lineplot(data=start, x="index", y="positions", errorbar=("ci", 95), seed=0, marker="o", ax=axes[0], label=name)
-        sns.lineplot(data=end, x="from_end", y="positions", errorbar=("ci", 95), seed=0, marker="o", ax=axes[1], label=name)
+        for ax, part in zip(axes, (prof[prof["index"] < max_index], prof[prof["from_end"] >= -max_index])):
+            sns.lineplot(data=part, x="index" if ax is axes[0] else "from_end", y="positions", errorbar=("ci", 95),
+                         seed=0, marker="o", ax=ax, label=name, color=colors[name])
     axes[0].set(xlabel="position from the start (0 = first token / [CLS])", ylabel="share of |relevance| budget",
                 title="positional relevance by absolute position")
     axes[1].set(xlabel="position from the end (-1 = last token / [SEP])", ylabel="share of |relevance| budget",
                 title="... and relative to the end")
+    if layers is not None:
+        sns.barplot(data=layers, x="layer", y="share", hue="task", errorbar=("ci", 95), seed=0, ax=axes[2],
+                    palette=colors, saturation=1, err_kws={"linewidth": 0.8})
+        axes[2].set(title="RoPE models: positional relevance by layer", xlabel="layer", ylabel="share of sum |R_pos|")
+        axes[2].tick_params(axis="x", labelsize=7, rotation=90)
+    fig.tight_layout()
+    figure_legend(fig, list(profiles), bbox_to_anchor=(0.5, 1.0))
     return fig
 
 
