@@ -109,7 +109,8 @@ SETS = {
         "rotten_tomatoes('test', seed=0), in that order; notebooks take its first n",
         ["01: first 500 (faithfulness), 64 (conservation), 100 ([UNK] removal); quick 8 / 8 / 4",
          "02: first 100 (faithfulness), 16 (audit); quick 6 / 4",
-         "05: first 200 (MiniLM-RT budgets, profiles, faithfulness); quick 8", "lrp_utils.run data 'rt-test'"],
+         "05: first 200 as stored (MiniLM-RT budgets, profiles, faithfulness) and first 150 detokenised "
+         "(SmolLM2-RT, detokenize); quick 8 / 8", "lrp_utils.run data 'rt-test'"],
         lambda: _rt_subset(lambda t: True)),
     "rt-test-3words": (
         "rotten_tomatoes('test', seed=0) with >= 3 words, first 200",
@@ -120,11 +121,6 @@ SETS = {
         "permuted with default_rng(0), first 300",
         ["04: MiniLM-RT layer-wise LOO agreement (quick: first 8)"],
         lambda: _rt_subset(lambda t: _minilm_pieces(t) <= 32, order_seed=0, n=300)),
-    "rt-prompts-20words": (
-        "rotten_tomatoes('test', seed=0) with <= 20 words, permuted with default_rng(0), first 24; "
-        "pre-tokenisation undone and wrapped in the zero-shot prompt (sentiment_prompt_task)",
-        ["05: SmolLM2 zero-shot sentiment prompts (quick: first 3)"],
-        lambda: _rt_subset(lambda t: len(t.split()) <= 20, order_seed=0, n=24)),
     "natural-rt-64": (
         "natural_sentences(64, seed=0): RT test + validation sentences of 8-40 words, detokenised",
         ["00: layer-0 LOO agreement table (quick: first 8)", "lrp_utils.run data 'natural' (first n)"],
@@ -138,9 +134,9 @@ SETS = {
         ["04: SmolLM2 layer-wise LOO agreement (quick: first 4)"],
         lambda: _texts(_cut_last_word(data.natural_sentences(100, seed=0, max_words=12)))),
     "natural-imdb-30": (
-        "natural_sentences(200, seed=0, source='imdb', max_words=30); each cut after k of its n SmolLM2 tokens, "
-        "k ~ U[max(5, n // 2), n - 1] from default_rng(0) (next_token_task)",
-        ["05: SmolLM2 next-token budgets and profiles (200), faithfulness (first 32); quick 8 / 4"],
+        "natural_sentences(200, seed=0, source='imdb', max_words=30); notebooks take its first n",
+        ["05: the first 150 (quick 7): competent_next_token_task(seed=0) cuts each before a word SmolLM2-135M "
+         "predicts top-1 (one seeded prefix per text, texts without one dropped); first 120 prefixes kept (quick 6)"],
         lambda: _texts(data.natural_sentences(200, seed=0, source="imdb", max_words=30))),
     "keyword-03": (
         "keyword_task (length 16, vocabulary 32): train seed 0, test seed 1",
