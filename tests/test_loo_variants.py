@@ -171,3 +171,20 @@ def test_variants_run_sharded():
     assert set(whole.loo) == set(lv.REMOVALS) and sorted(whole.example.unique()) == list(range(6))
     # float64 batching noise only: the shards batch other examples together (LOO near 0 -> r to ~1e-9)
     pd.testing.assert_frame_equal(whole, parts, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_reuse_path_equals_plain_path(kind, padded_ids):
+    """zero and mean go through lrp_utils.reuse (causal prefix reuse, read-out-only last block)."""
+    from lrp_utils.reuse import base_pass, usable
+
+    model, (ids, mask) = MODELS[kind](), padded_ids
+    ad = get_adapter(model)
+    with torch.no_grad():
+        _, h, ctx = ad.start(ids, mask)
+        assert usable(ad, base_pass(ad, h, ctx)[1])
+    fill = lv.hidden_means(model, ids, mask, [0, 1])
+    for r in ("mask", "zero", "mean"):
+        a = lv.loo_outputs(model, ids, [0, 1], attention_mask=mask, removal=r, fill=fill, batch_size=4)
+        b = lv.loo_outputs(model, ids, [0, 1], attention_mask=mask, removal=r, fill=fill, reuse=False)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8, equal_nan=True)

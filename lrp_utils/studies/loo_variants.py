@@ -100,9 +100,9 @@ def loo_outputs(model, input_ids, layers, target=None, attention_mask=None, remo
                 batch_size: int = 64, reuse: bool = True) -> torch.Tensor:
     """Leave-one-out of every output: ``[len(layers), B, S, 4]`` float64 CPU, ``base - removed`` for
     each of :data:`OUTPUTS`; NaN at padding and the read-out position.  ``removal`` one of
-    :data:`REMOVALS`; ``fill [len(layers), D]`` the replacement state of ``"mean"``.  ``mask`` and
-    ``zero`` take :mod:`lrp_utils.reuse`'s path where it applies (same numbers as
-    :func:`lrp_utils.loo_by_layer`), the others the plain path."""
+    :data:`REMOVALS`; ``fill [len(layers), D]`` the replacement state of ``"mean"``.  ``mask``,
+    ``zero`` and ``mean`` take :mod:`lrp_utils.reuse`'s path where it applies (same numbers as
+    :func:`lrp_utils.loo_by_layer`), ``mask-next`` (and ``reuse=False``) the plain path."""
     adapter = get_adapter(model)
     input_ids, attention_mask = adapter.check_inputs(input_ids, attention_mask)
     L = adapter.n_layers
@@ -121,13 +121,14 @@ def loo_outputs(model, input_ids, layers, target=None, attention_mask=None, remo
         pairs = removable(adapter, attention_mask).nonzero()
         if len(pairs) == 0:
             return out
-        if removal in ("mask", "zero") and reuse and usable(adapter, cache):
+        if removal != "mask-next" and reuse and usable(adapter, cache):
             r = adapter.readout_positions(attention_mask)
             base = outputs_from_logits(adapter.readout_at(states[-1][torch.arange(B, device=r.device), r]), target)
             per_chunk = max(1, batch_size // len(set(layers) - {L} or {0}))
             for idx in plan_chunks(*spans(adapter, ctx.attention_mask, pairs[:, 0], pairs[:, 1]), per_chunk):
                 b, i = pairs[idx.to(pairs.device)].unbind(1)
-                hr = removal_states(adapter, states, cache, ctx, layers, b, i, removal, batch_size)
+                hr = removal_states(adapter, states, cache, ctx, layers, b, i, removal, batch_size,
+                                    None if fill is None else {l: fill[j].to(h.device) for j, l in enumerate(layers)})
                 o = outputs_from_logits(adapter.readout_at(hr.flatten(0, 1)), target[b].repeat(len(layers)))
                 out[:, b.cpu(), i.cpu()] = (base[b] - o.view(len(layers), len(b), -1)).cpu()
             return out
@@ -221,12 +222,13 @@ def position_sets(adapter, input_ids, attention_mask, tokenizer=None) -> dict:
 
 def compute_variant_maps(model, input_ids, attention_mask=None, methods=("gi", "cp-lrp", "attnlrp"), layers=None,
                          removals=REMOVALS, tokenizer=None, reference=None, extra_examples: int | None = None,
-                         target=None, batch_size: int = 16, loo_batch_size: int = 128,
+                         extra_layers=None, target=None, batch_size: int = 16, loo_batch_size: int = 128,
                          progress: bool = True) -> VariantMaps:
     """Relevance of ``methods`` at every layer, LOO of every :data:`OUTPUTS` under ``removals`` at
     ``layers`` (default all), and the position sets.  ``reference = (input_ids, attention_mask)``: the
     data the ``mean`` state is taken over (default these inputs).  ``extra_examples``: run removals
-    other than ``mask`` and ``zero`` (the slow plain path) on the first ``extra_examples`` only."""
+    other than ``mask`` on the first ``extra_examples`` only and at ``extra_layers`` (a subset of
+    ``layers``) only (NaN elsewhere)."""
     mask = torch.ones_like(input_ids) if attention_mask is None else torch.as_tensor(attention_mask)
     adapter = get_adapter(model)
     L = adapter.n_layers
@@ -238,15 +240,18 @@ def compute_variant_maps(model, input_ids, attention_mask=None, methods=("gi", "
     n, S = input_ids.shape
     loo = {}
     for r in removals:
-        m = n if r in ("mask", "zero") or extra_examples is None else min(n, int(extra_examples))
+        m = n if r == "mask" or extra_examples is None else min(n, int(extra_examples))
+        ls = layers if r == "mask" or extra_layers is None else [l for l in layers if l in set(extra_layers)]
+        js = [layers.index(l) for l in ls]
         ref = reference if reference is not None else (input_ids, mask)
-        fill = hidden_means(model, *ref, layers, batch_size) if r == "mean" else None
         out = torch.full((len(layers), n, S, len(OUTPUTS)), float("nan"), dtype=torch.float64)
         with clock.measure(r):
+            fill = hidden_means(model, *ref, ls, batch_size) if r == "mean" else None
             for b in tqdm(list(runner.batches(model, input_ids[:m], mask[:m], batch_size)), desc=f"LOO ({r})",
                           disable=not progress, leave=False):
-                out[:, b.rows, b.cols] = loo_outputs(model, b.input_ids, layers, first.target[b.rows],
-                                                     b.attention_mask, r, fill, loo_batch_size)
+                o = loo_outputs(model, b.input_ids, ls, first.target[b.rows], b.attention_mask, r, fill, loo_batch_size)
+                for k, j in enumerate(js):
+                    out[j, b.rows, b.cols] = o[k]
         loo[r] = out
     timing = pd.DataFrame({
         "kind": ["explain"] * len(methods) + ["loo"] * len(removals), "name": [*methods, *removals],
