@@ -180,7 +180,7 @@ def test_reuse_path_equals_plain_path(kind, padded_ids):
 
     model, (ids, mask) = MODELS[kind](), padded_ids
     ad = get_adapter(model)
-    with torch.no_grad():
+    with ad.session(METHODS["gi"]), torch.no_grad():
         _, h, ctx = ad.start(ids, mask)
         assert usable(ad, base_pass(ad, h, ctx)[1])
     fill = lv.hidden_means(model, ids, mask, [0, 1])
