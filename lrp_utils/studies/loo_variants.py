@@ -183,10 +183,10 @@ class VariantMaps:
     logit: torch.Tensor
     timing: pd.DataFrame
 
-    def loo_maps(self, output: str = "logit") -> LooMaps:
-        """The :class:`lrp_utils.layer_agreement.LooMaps` of one output (``mask`` / ``zero`` removals)."""
+    def loo_maps(self, output: str = "logit", removals=("mask",)) -> LooMaps:
+        """The :class:`lrp_utils.layer_agreement.LooMaps` of one output and ``removals``."""
         k = OUTPUTS.index(output)
-        loo = {r: v[..., k] for r, v in self.loo.items() if r in ("mask", "zero")}
+        loo = {r: v[..., k] for r, v in self.loo.items() if r in removals}
         return LooMaps(self.relevance, loo, self.layers, self.attention_mask, self.target, self.logit, self.timing)
 
 
@@ -461,3 +461,105 @@ def verdict_sentence(summary: pd.DataFrame, model: str) -> str:
 
 def _accepts(fn, name: str) -> bool:
     return name in inspect.signature(fn).parameters
+
+
+def gi_ranks(table: pd.DataFrame, seed: int = 0, methods=("gi", "cp-lrp", "attnlrp")) -> pd.DataFrame:
+    """Main definition, per model and layer: each method's mean Pearson r and GI's rank among
+    ``methods`` (1 = closest to LOO)."""
+    t = one_axis(table[(table.seed == seed) & table.method.isin(methods)])
+    t = t[t.variant == "main definition"].pivot_table(index=["model", "layer"], columns="method", values="value",
+                                                      sort=False)[list(methods)].dropna()
+    return t.assign(gi_rank=t.rank(axis=1, ascending=False)["gi"].astype(int))
+
+
+# --------------------------------------------------------------------------- figure
+def _heat_rows(table: pd.DataFrame, summary: pd.DataFrame, model: str, seed: int = 0):
+    """``(labels, layers, diff [V, Ly+1], significant [V, Ly+1])``: one row per one-axis definition,
+    one column per layer and a last column for the middle-to-late mean."""
+    t = one_axis(table[(table.model == model) & (table.seed == seed) & table.diff_cp_minus_attnlrp.notna()])
+    s = one_axis(summary[(summary.model == model) & (summary.seed == seed)])
+    labels = list(dict.fromkeys(s.variant))
+    layers = sorted(t.layer.unique())
+    D = np.full((len(labels), len(layers) + 1), np.nan)
+    sig = np.zeros_like(D, dtype=bool)
+    for i, lab in enumerate(labels):
+        for _, r in t[t.variant == lab].iterrows():
+            j = layers.index(r.layer)
+            D[i, j], sig[i, j] = r.diff_cp_minus_attnlrp, r.diff_ci_low > 0 or r.diff_ci_high < 0
+        r = s[s.variant == lab].iloc[0]
+        D[i, -1], sig[i, -1] = r["diff"], r.verdict != "no difference"
+    return labels, layers, D, sig
+
+
+def plot_variants(table: pd.DataFrame, summary: pd.DataFrame, model: str, seed: int = 0):
+    """Heatmap of CP-LRP minus AttnLRP (each definition's own statistic) per definition (rows, one axis
+    changed from :data:`DEFAULT`) and layer (columns; the last column: mean over the middle-to-late
+    layers).  Blue: CP-LRP agrees better (the paper's claim), red: AttnLRP does; a dot marks a
+    paired 95% CI that excludes 0; hatched grey: undefined / not run."""
+    import matplotlib.pyplot as plt
+
+    from ..palette import mark_nan
+
+    labels, layers, D, sig = _heat_rows(table, summary, model, seed)
+    vmax = float(np.nanmax(np.abs(D))) if np.isfinite(D).any() else 1.0
+    fig, ax = plt.subplots(figsize=(1.1 + 0.55 * (len(layers) + 1) + 2.2, 0.8 + 0.3 * len(labels)))
+    im = ax.imshow(D, cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+    mark_nan(ax, D, -0.5)
+    rows, cols = np.nonzero(sig & np.isfinite(D))
+    ax.scatter(cols, rows, s=10, color="black", marker="o", label="paired 95% CI excludes 0")
+    ax.axvline(len(layers) - 0.5, color="black", lw=1.5)
+    ax.set_xticks(range(len(layers) + 1), [str(l) for l in layers] + ["mid-late\nmean"])
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("layer l")
+    ax.grid(False)
+    fig.colorbar(im, ax=ax, label="CP-LRP minus AttnLRP\n(blue: CP-LRP closer to LOO)", shrink=0.9)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False, fontsize=8)
+    ax.set_title(f"{model}: agreement with layer-l LOO under each definition", pad=22)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- claims (from the CSVs)
+def _claims(figures):
+    from .. import claims
+    from ..claims import Claim, CISide, Count
+
+    path = figures / "04_variants_summary.csv"
+    if not path.exists():
+        return []
+    s = pd.read_csv(path)
+    rows = []
+    order = list(dict.fromkeys(s.model))
+    main = one_axis(s)
+    main = main[main.variant == "main definition"]
+    for model in order:
+        for _, r in main[main.model == model].sort_values("seed").iterrows():
+            label = model if r.seed == 0 else f"{model} (training seed {int(r.seed)})"
+            rows.append(Claim(
+                "04", "cp-loo-mid-late", "You et al. 2025",
+                "CP-LRP aligns better than AttnLRP with layer-wise LOO in middle-to-late layers",
+                f"mean over layers {r.layers} of r(CP-LRP) - r(AttnLRP), per-example Pearson r of block-output "
+                "relevance with mask-LOO of the target logit, paired bootstrap 95% CI",
+                label, r["diff"], CISide(">", 0.0), r.diff_ci_low, r.diff_ci_high, n=int(r.n),
+                checked_in_ci=(model == "tiny" and r.seed == 0)))
+    for model in order:
+        s0 = one_axis(s[(s.model == model) & (s.seed == 0)])
+        if s0.empty:
+            continue
+        t = Count.tally(s0["diff"], s0.diff_ci_low, s0.diff_ci_high)
+        rows.append(Claim(
+            "04", "cp-loo-definitions", "You et al. 2025",
+            "CP-LRP aligns better than AttnLRP with layer-wise LOO in middle-to-late layers",
+            f"definitions (main + one axis changed: {', '.join(v for v in s0.variant if v != 'main definition')}) "
+            "under which the middle-to-late mean of CP-LRP minus AttnLRP is > 0",
+            model, t["value"], Count(len(s0)), t["ci_low"], t["ci_high"], n=int(s0.n.min()), checked_in_ci=False))
+    return rows
+
+
+def _register():
+    from .. import claims
+
+    claims.register("04")(_claims)
+
+
+_register()
