@@ -118,7 +118,7 @@ SETS = {
     "rt-test-32pieces": (
         "rotten_tomatoes('test', seed=0) with <= 32 MiniLM word pieces ([CLS], [SEP] included), "
         "permuted with default_rng(0), first 300",
-        ["04: MiniLM-RT (first 120) and SmolLM2-RT (first 32, detokenised) layer-wise LOO agreement "
+        ["04: MiniLM-RT (first 100) and SmolLM2-RT (first 24, detokenised) layer-wise LOO agreement "
          "(quick: first 8 / 4)"],
         lambda: _rt_subset(lambda t: _minilm_pieces(t) <= 32, order_seed=0, n=300)),
     "rt-prompts-20words": (
@@ -136,7 +136,7 @@ SETS = {
         lambda: _texts(_cut_last_word(data.natural_sentences(100, seed=0, min_words=8, max_words=14)))),
     "natural-rt-12-cut": (
         "natural_sentences(100, seed=0, max_words=12), last word dropped",
-        ["04: SmolLM2 layer-wise LOO agreement (first 40; quick: first 4)"],
+        ["04: SmolLM2 layer-wise LOO agreement (first 32; quick: first 4)"],
         lambda: _texts(_cut_last_word(data.natural_sentences(100, seed=0, max_words=12)))),
     "natural-imdb-30": (
         "natural_sentences(200, seed=0, source='imdb', max_words=30); each cut after k of its n SmolLM2 tokens, "

@@ -61,6 +61,10 @@ AXES = {"output": OUTPUTS, "positions": POSITIONS, "loo": REMOVALS, "relevance_p
         "statistic": STATISTICS}
 FEATURES = ("npos", "sx", "sy", "sxx", "syy", "sxy", "pearson", "spearman", "top1", "top3")
 PAIR = ("cp-lrp", "attnlrp")
+#: models whose main-definition claim row quick mode (CI) asserts: MiniLM-RT's verdict holds at CI size (8 sentences,
+#: quick fine-tune); the tiny model's does not (at quick size its training seeds 1 and 3 give "no difference" and a
+#: reversal, seed 2 the paper's direction), so it is asserted in full mode only
+CHECKED_IN_CI = ("minilm-rt",)
 
 
 # --------------------------------------------------------------------------- LOO with every output
@@ -541,7 +545,7 @@ def _claims(figures):
                 f"mean over layers {r.layers} of r(CP-LRP) - r(AttnLRP), per-example Pearson r of block-output "
                 "relevance with mask-LOO of the target logit, paired bootstrap 95% CI",
                 label, r["diff"], CISide(">", 0.0), r.diff_ci_low, r.diff_ci_high, n=int(r.n),
-                checked_in_ci=(model == "tiny" and r.seed == 0)))
+                checked_in_ci=(model in CHECKED_IN_CI and r.seed == 0)))
     for model in order:
         s0 = one_axis(s[(s.model == model) & (s.seed == 0)])
         if s0.empty:
