@@ -188,3 +188,46 @@ def test_reuse_path_equals_plain_path(kind, padded_ids):
         a = lv.loo_outputs(model, ids, [0, 1], attention_mask=mask, removal=r, fill=fill, batch_size=4)
         b = lv.loo_outputs(model, ids, [0, 1], attention_mask=mask, removal=r, fill=fill, reuse=False)
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8, equal_nan=True)
+
+
+def _toy_rows(shift_by_seed):
+    rng = np.random.default_rng(2)
+    rows = []
+    for seed, shift in shift_by_seed.items():
+        for ex in range(30):
+            for layer in (0, 1, 2, 3):
+                for m, s in (("cp-lrp", shift), ("attnlrp", 0.0), ("gi", 0.1)):
+                    f = lv.features(rng.normal(size=(1, 6)) + s * np.arange(6), np.arange(6.0)[None], np.ones((1, 6), bool))
+                    rows.append(dict(zip(lv.FEATURES, f[0]), example=ex, layer=layer, method=m, n_layers=4, model="toy",
+                                     seed=seed, output="logit", positions="all", relevance_point="block-output", loo="mask"))
+    return pd.DataFrame(rows)
+
+
+def test_claims_from_the_summary_csv(tmp_path):
+    """The claims builder reads figures/04_variants_summary.csv only: one main row per model and seed
+    (CISide on the middle-to-late difference) and one Count row per model."""
+    table, summ = lv.summarise_variants(_toy_rows({0: 0.4, 1: -0.4}), n_boot=200)
+    summ.round(6).to_csv(tmp_path / "04_variants_summary.csv", index=False)
+    rows = {(c.claim_id, c.model): c for c in lv._claims(tmp_path)}
+    assert set(rows) == {("cp-loo-mid-late", "toy"), ("cp-loo-mid-late", "toy (training seed 1)"),
+                         ("cp-loo-definitions", "toy")}
+    main = rows[("cp-loo-mid-late", "toy")]
+    s = lv.one_axis(summ)
+    s0 = s[(s.variant == "main definition") & (s.seed == 0)].iloc[0]
+    assert np.isclose(main.value, s0["diff"], rtol=1e-5) and main.verdict == "reproduced"
+    assert rows[("cp-loo-mid-late", "toy (training seed 1)")].verdict == "contradicted"
+    count = rows[("cp-loo-definitions", "toy")]
+    assert count.rule.m == (s.seed == 0).sum() and count.ci_low <= count.value <= count.ci_high
+    assert lv._claims(tmp_path / "missing") == []
+
+
+def test_plot_variants_marks_significant_cells():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    table, summ = lv.summarise_variants(_toy_rows({0: 0.4}), n_boot=100)
+    labels, layers, D, sig = lv._heat_rows(table, summ, "toy")
+    assert labels[0] == "main definition" and layers == [0, 1, 2, 3] and D.shape == (len(labels), 5)
+    assert sig[0, -1] and np.isclose(D[0, -1], np.nanmean(D[0, 2:4]))
+    fig = lv.plot_variants(table, summ, "toy")
+    assert fig.axes and fig.axes[0].get_title().startswith("toy")
