@@ -351,16 +351,19 @@ def _stat(F: np.ndarray, statistic: str) -> np.ndarray:
     raise ValueError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
 
 
-def _boot(F: np.ndarray, statistic: str, n_boot: int, seed: int, chunk: int = 100):
-    """``F [n, ...rest, 10]`` -> (estimate ``[...rest]``, resamples ``[B, ...rest]``), examples resampled."""
+def _boot(F: np.ndarray, statistics, n_boot: int, seed: int, chunk: int = 100) -> dict:
+    """``F [n, ...rest, 10]`` -> ``{statistic: (estimate [...rest], resamples [B, ...rest])}``, examples
+    resampled (the same resamples for every statistic)."""
     Fm = np.moveaxis(F, 0, -2)  # [...rest, n, 10]
-    est = _stat(Fm, statistic)
+    est = {s: _stat(Fm, s) for s in statistics}
     rng = np.random.default_rng(seed)
-    n, boots = F.shape[0], []
+    n, boots = F.shape[0], {s: [] for s in statistics}
     for start in range(0, n_boot, chunk):
         idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
-        boots.append(_stat(np.moveaxis(F[idx], 1, -2), statistic))
-    return est, np.concatenate(boots)
+        Fb = np.moveaxis(F[idx], 1, -2)
+        for s in statistics:
+            boots[s].append(_stat(Fb, s))
+    return {s: (est[s], np.concatenate(boots[s])) for s in statistics}
 
 
 def mid_late(layers, n_layers: int) -> list:
@@ -397,8 +400,9 @@ def summarise_variants(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, pair
         idx = pd.MultiIndex.from_product([ex, layers, methods], names=["example", "layer", "method"])
         F = wide.reindex(idx).to_numpy().reshape(len(ex), len(layers), len(methods), len(FEATURES))
         ml = [layers.index(l) for l in mid_late(layers, L)]
+        booted = _boot(F, STATISTICS, n_boot, seed)
         for statistic in STATISTICS:
-            est, boots = _boot(F, statistic, n_boot, seed)  # [Ly, M], [B, Ly, M]
+            est, boots = booted[statistic]  # [Ly, M], [B, Ly, M]
             low, high = _ci(boots)
             has_pair = all(p in methods for p in pair)
             if has_pair:
