@@ -564,10 +564,25 @@ def _claims(figures):
     return rows
 
 
+def _caption(figures) -> str:
+    """README gallery caption, from figures/04_variants_summary.csv: per model, under how many of the
+    definitions the claim holds / is reversed (CI of the middle-to-late difference)."""
+    s = pd.read_csv(figures / "04_variants_summary.csv")
+    parts = []
+    for model in dict.fromkeys(s.model):
+        vm = verdict_map(s, model)
+        total = sum(len(v) for v in vm.values())
+        parts.append(f"{model}: holds under {len(vm['holds'])}, reversed under {len(vm['reversed'])} of {total}")
+    return ("Agreement of CP-LRP, AttnLRP, their 2x2 ablations and GI with layer-wise LOO, per layer. "
+            "You et al. 2025 (ii) over definitions of the agreement (main + one axis changed; tiny: + training seeds): "
+            + "; ".join(parts) + ".")
+
+
 def _register():
     from .. import claims
 
     claims.register("04")(_claims)
+    claims.register_caption("04", "04_loo_by_layer.png", _caption)
 
 
 _register()
