@@ -119,7 +119,8 @@ SETS = {
     "rt-test-32pieces": (
         "rotten_tomatoes('test', seed=0) with <= 32 MiniLM word pieces ([CLS], [SEP] included), "
         "permuted with default_rng(0), first 300",
-        ["04: MiniLM-RT layer-wise LOO agreement (quick: first 8)"],
+        ["04: MiniLM-RT (first 100) and SmolLM2-RT (first 24, detokenised) layer-wise LOO agreement "
+         "(quick: first 8 / 4)"],
         lambda: _rt_subset(lambda t: _minilm_pieces(t) <= 32, order_seed=0, n=300)),
     "natural-rt-64": (
         "natural_sentences(64, seed=0): RT test + validation sentences of 8-40 words, detokenised",
@@ -131,7 +132,7 @@ SETS = {
         lambda: _texts(_cut_last_word(data.natural_sentences(100, seed=0, min_words=8, max_words=14)))),
     "natural-rt-12-cut": (
         "natural_sentences(100, seed=0, max_words=12), last word dropped",
-        ["04: SmolLM2 layer-wise LOO agreement (quick: first 4)"],
+        ["04: SmolLM2 layer-wise LOO agreement (first 32; quick: first 4)"],
         lambda: _texts(_cut_last_word(data.natural_sentences(100, seed=0, max_words=12)))),
     "natural-imdb-30": (
         "natural_sentences(200, seed=0, source='imdb', max_words=30); notebooks take its first n",
@@ -144,9 +145,12 @@ SETS = {
         lambda: {"full": {"train": _keyword(3000, 0), "test": _keyword(200, 1)},
                  "quick": {"train": _keyword(800, 0), "test": _keyword(20, 1)}}),
     "keyword-04": (
-        "keyword_task (length 20, vocabulary 32): train seed 0, test seed 10000",
-        ["04: the 4-block softmax TinyTransformer; quick mode draws other sizes, so other examples"],
+        "keyword_task (length 20, vocabulary 32): train seed s, test seed 10000 + s (training seeds s = 0, 1, 2)",
+        ["04: the 4-block softmax TinyTransformer (seeds 1 and 2: full mode only); quick mode draws other sizes, "
+         "so other examples"],
         lambda: {"full": {"train": _keyword(3000, 0, seq_len=20), "test": _keyword(200, 10_000, seq_len=20)},
+                 **{f"full-seed-{s}": {"train": _keyword(3000, s, seq_len=20), "test": _keyword(200, 10_000 + s, seq_len=20)}
+                    for s in (1, 2)},
                  "quick": {"train": _keyword(1000, 0, seq_len=20), "test": _keyword(32, 10_000, seq_len=20)}}),
 }
 

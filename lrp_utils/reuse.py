@@ -128,10 +128,10 @@ def removal_keep(removed: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
 
 
 def removal_states(adapter, states: list, cache: KVCache, ctx, layers: list, b: torch.Tensor,
-                   i: torch.Tensor, removal: str, max_rows: int) -> torch.Tensor:
+                   i: torch.Tensor, removal: str, max_rows: int, fill: dict | None = None) -> torch.Tensor:
     """Read-out states ``[len(layers), n, D]`` (output of block ``L`` at the read-out position)
     with position ``i[k]`` of example ``b[k]`` removed at each of ``layers`` (``removal`` "mask"
-    or "zero", see :mod:`lrp_utils.loo`).  The rows of all layers run together, each joining at
+    or "zero", see :mod:`lrp_utils.loo`; or "mean": the state replaced by ``fill[layer] [D]``).  The rows of all layers run together, each joining at
     the block after its layer, so a block runs once per chunk on at most ``max(max_rows, n)``
     rows; positions ``s .. e-1`` only (:func:`spans`), the last block at the read-out only."""
     L = adapter.n_layers
@@ -141,7 +141,7 @@ def removal_states(adapter, states: list, cache: KVCache, ctx, layers: list, b: 
     per_call = max(1, max_rows // len(b))
     for g in range(0, len(todo), per_call):
         group = todo[g:g + per_call]
-        out.update(zip(group, _run_layers(adapter, states, cache, ctx, group, b, i, r, removal)))
+        out.update(zip(group, _run_layers(adapter, states, cache, ctx, group, b, i, r, removal, fill)))
     return torch.stack([out[l] for l in layers])
 
 
@@ -168,7 +168,7 @@ class _Rows:
         return self._cache[k]
 
 
-def _run_layers(adapter, states, cache, ctx, layers, b, i, r, removal) -> torch.Tensor:
+def _run_layers(adapter, states, cache, ctx, layers, b, i, r, removal, fill=None) -> torch.Tensor:
     """:func:`removal_states` for sorted ``layers`` below ``L``: ``[len(layers), n, D]``."""
     L, rows = adapter.n_layers, _Rows(adapter, ctx, b, i, r, removal)
     s, e, n = rows.s, rows.e, rows.n
@@ -176,7 +176,11 @@ def _run_layers(adapter, states, cache, ctx, layers, b, i, r, removal) -> torch.
     for j in range(layers[0], L):
         if j in layers:  # the removal rows of layer j join before block j + 1
             x = states[j][b, s:e]
-            h = torch.cat([h, x.masked_fill(rows.removed[:, s:, None], 0.0) if removal == "zero" else x])
+            if removal == "zero":
+                x = x.masked_fill(rows.removed[:, s:, None], 0.0)
+            elif removal == "mean":
+                x = torch.where(rows.removed[:, s:, None], fill[j].to(x), x)
+            h = torch.cat([h, x])
         bk, sub, keep, sub_r, keep_r = rows.repeated(len(h) // n)
         if j < L - 1:
             with ops.key_values(cache.prepend(j, bk, s)):

@@ -19,6 +19,7 @@ name                        notebook  function
 ``layer_sums``              01, 02    :func:`lrp_utils.audit.layer_sums`
 ``faithfulness``            01, 02    :func:`lrp_utils.perturbation.run_faithfulness` (areas)
 ``loo_agreement``           04        :func:`lrp_utils.studies.loo_layers.loo_agreement`
+``loo_variants``            04        :func:`lrp_utils.studies.loo_variants.variant_table`
 ``positional_budget``       05        :func:`lrp_utils.studies.positional.budget_table`
 ``positional_faithfulness`` 05        :func:`lrp_utils.studies.positional.faithfulness_table`
 ==========================  ========  ===============================================================
@@ -44,6 +45,7 @@ as argparse does; :func:`validate_config` does the up-front checks.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -55,6 +57,7 @@ import torch
 EXPERIMENTS = {
     "layer_sums": ("lrp_utils.audit", "layer_sums"),
     "loo_agreement": ("lrp_utils.studies.loo_layers", "loo_agreement"),
+    "loo_variants": ("lrp_utils.studies.loo_variants", "variant_table"),
     "faithfulness": ("lrp_utils.perturbation", "run_faithfulness"),
     "positional_budget": ("lrp_utils.studies.positional", "budget_table"),
     "positional_faithfulness": ("lrp_utils.studies.positional", "faithfulness_table"),
@@ -223,9 +226,14 @@ def run_shard(name: str, cfg: dict, start: int, stop: int, device="cpu") -> pd.D
     module, fn_name = EXPERIMENTS[name]
     fn = getattr(__import__(module, fromlist=[fn_name]), fn_name)
     torch.manual_seed(validate_config(cfg).get("seed", 0))
-    model, ids, mask = _load(cfg, device)
+    model, ids, mask, tok = _load(cfg, device)
     t0 = time.perf_counter()
     kwargs = {**({"batch_size": cfg["batch_size"]} if "batch_size" in cfg else {}), **cfg.get("kwargs", {})}
+    params = inspect.signature(fn).parameters
+    if "tokenizer" in params:  # functions that need the tokenizer or all examples (not just the shard's)
+        kwargs["tokenizer"] = tok
+    if "reference" in params:
+        kwargs["reference"] = (ids, mask)
     out = fn(model, ids[start:stop], mask[start:stop], methods=cfg.get("methods", ["gi", "cp-lrp", "attnlrp"]),
              **kwargs)
     seconds = time.perf_counter() - t0
@@ -236,12 +244,12 @@ def run_shard(name: str, cfg: dict, start: int, stop: int, device="cpu") -> pd.D
 
 
 def _load(cfg: dict, device):
-    """``(model, input_ids, attention_mask)``; a bad value met while loading raises :class:`ConfigError`."""
+    """``(model, input_ids, attention_mask, tokenizer)``; a bad value met while loading raises :class:`ConfigError`."""
     from .models.zoo import CacheError
 
     try:
         model, tok = load_model(cfg, device)
-        return (model, *load_inputs(cfg, model, tok))
+        return (model, *load_inputs(cfg, model, tok), tok)
     except (ValueError, TypeError, CacheError) as err:
         raise ConfigError(str(err)) from err
 
@@ -253,7 +261,8 @@ def _fail(err: Exception):
 
 
 def _sort(df: pd.DataFrame) -> pd.DataFrame:
-    keys = [c for c in ("method", "metric", "removal", "layer", "example") if c in df]
+    keys = [c for c in ("method", "metric", "removal", "output", "positions", "relevance_point", "loo", "layer",
+                        "example") if c in df]
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
 
 

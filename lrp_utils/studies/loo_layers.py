@@ -19,7 +19,7 @@ import torch
 
 from .. import layer_agreement, metrics
 from ..data import keyword_task
-from ..layer_agreement import MEASURES, LooMaps, group_keys, summarise  # noqa: F401 (the notebook's names)
+from ..layer_agreement import MEASURES, LooMaps, group_keys, per_example, summarise  # noqa: F401 (the notebook's names)
 from ..models import TinyConfig, TinyTransformer, accuracy, train
 
 LOO_METHODS = ("gi", "cp-lrp", "attnlrp", "attnlrp-no-softmax", "attnlrp-full-value")
@@ -106,41 +106,72 @@ def timing_table(maps_by_model: dict) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- figures
-def plot_panels(df: pd.DataFrame, y: str, low: str, high: str, hue: str, hue_order, models=None,
-                ylabel: str = "", title: str = "", dashed=()):
-    """One panel per model: ``y`` vs layer, one line per ``hue`` value (fixed colour per value, in
-    ``hue_order``; values in ``dashed`` dashed) with a ``[low, high]`` band; a grey line at 0; one
-    legend below. Returns the Figure."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    df = df.dropna(subset=[y])
-    models = list(models or df.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], models):
-        for k, value in enumerate(hue_order):
-            g = df[(df.model == name) & (df[hue] == value)].sort_values("layer")
-            ax.plot(g.layer, g[y], marker="o", ms=4, color=f"C{k}", label=str(value),
-                    ls="--" if value in dashed else "-")
-            ax.fill_between(g.layer, g[low], g[high], color=f"C{k}", alpha=0.15, lw=0)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="layer l (0 = embeddings)", ylabel=ylabel, title=name)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, -0.06))
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+def _offsets(layers, k: int, n: int, frac: float = 0.09) -> np.ndarray:
+    """x positions of the ``k``-th of ``n`` series drawn at ``layers``: shifted by a small fraction of
+    the layer spacing, so that no line hides another."""
+    layers = np.asarray(layers, dtype=float)
+    step = np.diff(np.unique(layers)).min() if len(np.unique(layers)) > 1 else 1.0
+    return layers + (k - (n - 1) / 2) * frac * step
 
 
 def plot_layers(summary: pd.DataFrame, measure: str = "pearson", removal: str = "mask", methods=LOO_METHODS,
                 models=None):
-    """Mean correlation vs layer with 95% CI bands, one line per method, one panel per model."""
-    s = summary[summary.removal == removal]
-    return plot_panels(s, measure, f"{measure}_ci_low", f"{measure}_ci_high", "method", methods, models,
-                       ylabel=f"mean {measure} r with layer-l LOO",
-                       title=f"Agreement of layer-l relevance with layer-l LOO ({removal} removal, 95% CI)",
-                       dashed=("attnlrp-no-softmax", "attnlrp-full-value"))
+    """Mean correlation vs layer with 95% CIs, one series per method (palette colour and marker, a
+    small x offset each), one panel per model, x ticks at the layers measured, one legend."""
+    import matplotlib.pyplot as plt
+
+    from ..palette import figure_legend, method_style
+
+    s = summary[(summary.removal == removal)].dropna(subset=[measure])
+    models = list(models or s.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        g0 = s[s.model == name]
+        layers = sorted(g0.layer.unique())
+        for k, m in enumerate(methods):
+            g = g0[g0.method == m].sort_values("layer")
+            x = _offsets(g.layer, k, len(methods))
+            st = method_style(m)
+            ax.errorbar(x, g[measure], yerr=[g[measure] - g[f"{measure}_ci_low"], g[f"{measure}_ci_high"] - g[measure]],
+                        color=st["color"], marker=st["marker"], ms=4, lw=1.3, capsize=0, elinewidth=0.9, label=m,
+                        ls="--" if m in ("attnlrp-no-softmax", "attnlrp-full-value") else "-")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(layers)
+        ax.set(xlabel="layer l (0 = embeddings)", ylabel=f"mean {measure} r with layer-l LOO", title=name)
+    figure_legend(fig, list(methods))
+    fig.suptitle(f"Agreement of layer-l relevance with layer-l LOO ({removal} removal, 95% CI)", y=1.08)
+    fig.tight_layout()
+    return fig
+
+
+def plot_panels(df: pd.DataFrame, y: str, low: str, high: str, hue: str, hue_order, models=None,
+                ylabel: str = "", title: str = "", dashed=()):
+    """One panel per model: ``y`` vs layer with ``[low, high]`` error bars, one series per ``hue``
+    value (palette colours for methods, :data:`lrp_utils.palette.OTHER_COLORS` otherwise; small x
+    offsets), x ticks at the data's layers, a grey line at 0, one legend. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from ..palette import figure_legend, label_styles
+
+    df = df.dropna(subset=[y])
+    models = list(models or df.model.unique())
+    styles = label_styles([str(v) for v in hue_order])
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        g0 = df[df.model == name]
+        for k, value in enumerate(hue_order):
+            g = g0[g0[hue] == value].sort_values("layer")
+            st = styles[str(value)]
+            ax.errorbar(_offsets(g.layer, k, len(hue_order)), g[y], yerr=[g[y] - g[low], g[high] - g[y]],
+                        color=st["color"], marker=st["marker"] if st["marker"] != "." else "o", ms=4, lw=1.3,
+                        capsize=0, elinewidth=0.9, label=str(value), ls="--" if value in dashed else "-")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(sorted(g0.layer.unique()))
+        ax.set(xlabel="layer l (0 = embeddings)", ylabel=ylabel, title=name)
+    figure_legend(fig, [str(v) for v in hue_order])
+    fig.suptitle(title, y=1.08)
+    fig.tight_layout()
+    return fig
 
 
 def plot_decomposition(dec: pd.DataFrame, measure: str = "pearson", removal: str = "mask", models=None):
@@ -151,69 +182,81 @@ def plot_decomposition(dec: pd.DataFrame, measure: str = "pearson", removal: str
                        title=f"Where the CP-LRP vs AttnLRP gap comes from ({removal} removal, 95% CI)")
 
 
-def plot_robustness(comp: pd.DataFrame, models=None):
-    """CP-LRP - AttnLRP difference per layer for every (measure, removal) variant in ``comp``."""
-    c = comp.assign(variant=comp.measure + ", " + comp.removal)
-    return plot_panels(c, "diff", "diff_ci_low", "diff_ci_high", "variant", sorted(c.variant.unique()), models,
-                       ylabel="r(CP-LRP) - r(AttnLRP)",
-                       title="Robustness: Pearson vs Spearman, mask vs zero removal (paired 95% CI)")
+def plot_improvement(comp: pd.DataFrame, n_layers: dict, removal: str = "mask", models=None):
+    """CP-LRP minus AttnLRP (mean correlation) per layer with paired 95% CIs, one panel per model;
+    the middle-to-late layers (``ceil(L/3) <= l < L``, ``n_layers[model] = L``) shaded.  Differences
+    only: a ratio to AttnLRP's correlation explodes where that is near 0."""
+    import math
 
-
-def plot_improvement(comp: pd.DataFrame, removal: str = "mask", models=None, min_base: float = 0.1,
-                     clip: float = 150.0):
-    """CP-LRP vs AttnLRP per layer (x = relative depth l / L), one line per model with 95% CI bands:
-    left the difference of the mean correlations, right the relative improvement in %. On the right,
-    layers where |mean r_AttnLRP| < ``min_base`` are left out (the ratio is meaningless there) and
-    the axis is clipped at +-``clip`` %."""
     import matplotlib.pyplot as plt
 
-    c = comp[comp.removal == removal]
-    fig, (ax_d, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
-    for k, name in enumerate(models or c.model.unique()):
+    from ..palette import OTHER_COLORS, figure_legend, method_color
+
+    c = comp[comp.removal == removal].dropna(subset=["diff"])
+    models = list(models or c.model.unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], models):
         g = c[c.model == name].sort_values("layer")
-        x = g.layer / (g.layer.max() + 1)  # the last LOO layer shown is L - 1 (layer L is undefined)
-        ax_d.plot(x, g["diff"], marker="o", ms=4, color=f"C{k}", label=name)
-        ax_d.fill_between(x, g.diff_ci_low, g.diff_ci_high, color=f"C{k}", alpha=0.15, lw=0)
-        ok = g.attnlrp.abs() >= min_base
-        g, x = g[ok], x[ok]
-        ax_r.plot(x, g.rel_pct.clip(-clip, clip), marker="o", ms=4, color=f"C{k}", label=name)
-        ax_r.fill_between(x, g.rel_ci_low.clip(-clip, clip), g.rel_ci_high.clip(-clip, clip), color=f"C{k}",
-                          alpha=0.15, lw=0)
-    for ax in (ax_d, ax_r):
+        L = n_layers[name]
+        ax.axvspan(math.ceil(L / 3) - 0.5, L - 0.5, color=OTHER_COLORS[1], alpha=0.3, lw=0,
+                   label="middle-to-late layers")
+        ax.errorbar(g.layer, g["diff"], yerr=[g["diff"] - g.diff_ci_low, g.diff_ci_high - g["diff"]],
+                    color=method_color("cp-lrp"), marker="s", ms=4, lw=1.3, capsize=0, elinewidth=0.9,
+                    label="r(CP-LRP) - r(AttnLRP), paired 95% CI")
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xlabel("relative depth l / L")
-    ax_r.axhline(30, color="k", ls=":", lw=1, label="paper: 'up to ~30%'")
-    ax_r.set_ylim(-clip * 1.05, clip * 1.05)
-    measure = c.measure.iloc[0]
-    ax_d.set(ylabel=f"r_CP - r_Attn (mean {measure} r)", title="Difference (paired 95% CI)")
-    ax_r.set(ylabel="100 (r_CP - r_Attn) / |r_Attn|   [%]",
-             title=f"Relative improvement (|r_Attn| < {min_base} left out; clipped at +-{clip:.0f}%)")
-    ax_d.legend(frameon=False, fontsize=8)
-    ax_r.legend(frameon=False, fontsize=8)
-    fig.suptitle(f"CP-LRP vs AttnLRP agreement with LOO ({measure}, {removal} removal)")
+        ax.set_xticks(sorted(g.layer.unique()))
+        ax.set_xlim(min(g.layer) - 0.7, max(g.layer) + 0.7)
+        ax.set(xlabel="layer l", ylabel=f"difference of mean {c.measure.iloc[0]} r", title=name)
+    figure_legend(fig)
+    fig.suptitle(f"CP-LRP minus AttnLRP: agreement with layer-l LOO ({removal} removal)", y=1.1)
     fig.tight_layout()
     return fig
 
 
+def scatter_outliers(x, y, k: int = 2) -> list:
+    """Indices of the ``k`` points of ``(x, y)`` farthest from their least-squares line (in units
+    of the residual spread); all points when there are at most ``k``."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) <= k:
+        return list(range(len(x)))
+    A = np.stack([x, np.ones_like(x)], 1)
+    res = y - A @ np.linalg.lstsq(A, y, rcond=None)[0]
+    return list(np.argsort(-np.abs(res), kind="stable")[:k])
+
+
 def plot_scatter(maps: LooMaps, example: int, layers, methods=("attnlrp", "cp-lrp"), removal: str = "mask",
-                 title: str | None = None):
-    """LOO (x) vs relevance (y) of one example at a few layers: rows = methods, columns = layers."""
+                 title: str | None = None, tokens=None, n_labels: int = 2):
+    """LOO (x) vs relevance (y) of one example at a few layers: rows = methods (palette colours),
+    columns = layers; each panel's ``n_labels`` points farthest from its regression line are
+    labelled with their token (``tokens``: the example's tokens, one per position)."""
+    import textwrap
+
     import matplotlib.pyplot as plt
+
+    from ..palette import figure_legend, method_style
 
     fig, axes = plt.subplots(len(methods), len(layers), figsize=(3.3 * len(layers), 2.9 * len(methods)),
                              squeeze=False)
     for j, layer in enumerate(layers):
         x = maps.loo[removal][maps.layers.index(layer), example]
         ok = torch.isfinite(x)
+        pos = ok.nonzero()[:, 0]
         for i, name in enumerate(methods):
             y = maps.relevance[name][layer, example]
             p, s = metrics.correlations(y, x, ok)
             ax = axes[i][j]
-            ax.scatter(x[ok], y[ok], s=14, alpha=0.8, color=f"C{i}")
-            ax.set_title(f"{name}, layer {layer}: r={p:.2f}, rho={s:.2f}", fontsize=9)
+            st = method_style(name)
+            ax.scatter(x[ok], y[ok], s=16, alpha=0.85, color=st["color"], marker=st["marker"], label=name)
+            if tokens is not None:
+                for q in scatter_outliers(x[ok].numpy(), y[ok].numpy(), n_labels):
+                    ax.annotate(str(tokens[int(pos[q])]), (float(x[ok][q]), float(y[ok][q])), fontsize=8,
+                                xytext=(3, 3), textcoords="offset points")
+            ax.set_title(f"layer {layer}: r = {p:.2f}, rho = {s:.2f}", fontsize=9)
             ax.set_xlabel(f"LOO ({removal}) at layer {layer}")
-            ax.set_ylabel(f"relevance at layer {layer}")
-    fig.suptitle(title or f"LOO vs relevance, example {example}")
+            ax.set_ylabel(f"{name} relevance, layer {layer}", fontsize=9)
+    figure_legend(fig, list(methods))
+    head = title or f"LOO vs relevance, example {example}"
+    fig.suptitle("\n".join(textwrap.wrap(head, 90)), y=1.1)
     fig.tight_layout()
     return fig
 
