@@ -122,7 +122,7 @@ SETS = {
         lambda: _rt_subset(lambda t: _minilm_pieces(t) <= 32, order_seed=0, n=300)),
     "rt-test-18words": (
         "rotten_tomatoes('test', seed=0) with <= 18 words, first 300; detokenised (data.detokenize) for smollm2-rt",
-        ["02: SmolLM2-RT faithfulness (300; IG on the first 16) and audit (first 8); quick 8"],
+        ["02: SmolLM2-RT faithfulness (300; IG on the first 8) and audit (first 8); quick 4"],
         lambda: _rt_subset(lambda t: len(t.split()) <= 18, n=300)),
     "rt-prompts-20words": (
         "rotten_tomatoes('test', seed=0) with <= 20 words, permuted with default_rng(0), first 24; "
@@ -134,11 +134,11 @@ SETS = {
         ["00: layer-0 LOO agreement table (quick: first 8)", "lrp_utils.run data 'natural' (first n)"],
         lambda: _texts(data.natural_sentences(64, seed=0))),
     "natural-rt-8to20": (
-        "natural_sentences(240, seed=0, min_words=8, max_words=20); competent_next_token_task(seed=0) cuts each "
+        "natural_sentences(225, seed=0, min_words=8, max_words=20); competent_next_token_task(seed=0) cuts each "
         "before one word SmolLM2-135M predicts top-1 (sentences without one are dropped)",
-        ["02: SmolLM2-135M next-word faithfulness (first 200 kept; IG on the first 16) and audit (first 8); "
-         "quick: the first 12 sentences"],
-        lambda: _texts(data.natural_sentences(240, seed=0, min_words=8, max_words=20))),
+        ["02: SmolLM2-135M next-word faithfulness (first 200 kept; IG on the first 8) and audit (first 8); "
+         "quick: the first 6 sentences"],
+        lambda: _texts(data.natural_sentences(225, seed=0, min_words=8, max_words=20))),
     "natural-rt-12-cut": (
         "natural_sentences(100, seed=0, max_words=12), last word dropped",
         ["04: SmolLM2 layer-wise LOO agreement (quick: first 4)"],
