@@ -68,7 +68,7 @@ def _texts(texts) -> dict:
 
 
 def _cut_last_word(texts) -> list[str]:
-    """Each text without its last word (02 and 04 cut this way; the texts are single-spaced)."""
+    """Each text without its last word (04 cuts this way; the texts are single-spaced)."""
     return [t.rsplit(" ", 1)[0] for t in texts]
 
 
@@ -108,7 +108,7 @@ SETS = {
     "rt-test": (
         "rotten_tomatoes('test', seed=0), in that order; notebooks take its first n",
         ["01: first 500 (faithfulness), 64 (conservation), 100 ([UNK] removal); quick 8 / 8 / 4",
-         "02: first 100 (faithfulness), 16 (audit); quick 6 / 4",
+         "02: first 100 (MiniLM-RT faithfulness; audit: first 8); quick 6 / 4",
          "05: first 200 as stored (MiniLM-RT budgets, profiles, faithfulness) and first 150 detokenised "
          "(SmolLM2-RT, detokenize); quick 8 / 8", "lrp_utils.run data 'rt-test'"],
         lambda: _rt_subset(lambda t: True)),
@@ -122,14 +122,20 @@ SETS = {
         ["04: MiniLM-RT (first 100) and SmolLM2-RT (first 24, detokenised) layer-wise LOO agreement "
          "(quick: first 8 / 4)"],
         lambda: _rt_subset(lambda t: _minilm_pieces(t) <= 32, order_seed=0, n=300)),
+    "rt-test-18words": (
+        "rotten_tomatoes('test', seed=0) with <= 18 words, first 300; detokenised (data.detokenize) for smollm2-rt",
+        ["02: SmolLM2-RT faithfulness (300; IG on the first 8) and audit (first 8); quick 4"],
+        lambda: _rt_subset(lambda t: len(t.split()) <= 18, n=300)),
     "natural-rt-64": (
         "natural_sentences(64, seed=0): RT test + validation sentences of 8-40 words, detokenised",
         ["00: layer-0 LOO agreement table (quick: first 8)", "lrp_utils.run data 'natural' (first n)"],
         lambda: _texts(data.natural_sentences(64, seed=0))),
-    "natural-rt-8to14-cut": (
-        "natural_sentences(100, seed=0, min_words=8, max_words=14), last word dropped",
-        ["02: SmolLM2 faithfulness (100; IG on the first 16) and audit (first 16); quick 4"],
-        lambda: _texts(_cut_last_word(data.natural_sentences(100, seed=0, min_words=8, max_words=14)))),
+    "natural-rt-8to20": (
+        "natural_sentences(225, seed=0, min_words=8, max_words=20); competent_next_token_task(seed=0) cuts each "
+        "before one word SmolLM2-135M predicts top-1 (sentences without one are dropped)",
+        ["02: SmolLM2-135M next-word faithfulness (first 200 kept; IG on the first 8) and audit (first 8); "
+         "quick: the first 6 sentences"],
+        lambda: _texts(data.natural_sentences(225, seed=0, min_words=8, max_words=20))),
     "natural-rt-12-cut": (
         "natural_sentences(100, seed=0, max_words=12), last word dropped",
         ["04: SmolLM2 layer-wise LOO agreement (first 32; quick: first 4)"],
