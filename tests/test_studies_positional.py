@@ -11,6 +11,7 @@ from conftest import TASK_MODELS, is_causal, random_task, tiny
 from lrp_utils import explain, perturbation, tasks
 from lrp_utils.perturbation import RemovalScorer
 from lrp_utils.studies import positional as P
+from lrp_utils.studies import positional_claims as PC
 
 
 def test_conservation_frame_closes_with_positions_only():
@@ -121,7 +122,7 @@ def test_budget_changes_by_hand():
     n = 20
     farther = _frame("real", "rotary", {"attnlrp": ([0.5] * n, [0.5] * n), "pa-lrp": ([0.4] * n, [0.3] * n),
                                         "cp-lrp": ([1.0] * n, [1.0] * n), "pa-cp-lrp": ([1.0] * n, [1.0] * n)})
-    t = P.budget_changes(farther, n_boot=100)
+    t = PC.budget_changes(farther, n_boot=100)
     assert len(t) == 1  # pa-cp-lrp without any position relevance: pair left out
     r = t.iloc[0]
     assert (r.without, r["with"], r.n) == ("attnlrp", "pa-lrp", n)
@@ -145,7 +146,7 @@ def test_claims_from_csvs(tmp_path):
         "diff": [0.1, 0.1, 0.0, 0.0], "low": [0.05, 0.02, -0.1, -0.1], "high": [0.2, 0.3, 0.1, 0.1],
         "verdict": [""] * 4, "n": [30] * 4})
     table.to_csv(tmp_path / P.FAITHFULNESS_CSV, index=False)
-    rows = {(c.claim_id, c.model): c for c in P.claims_from_csvs(tmp_path)}
+    rows = {(c.claim_id, c.model): c for c in PC.claims_from_csvs(tmp_path)}
     assert rows["conservation-exact", "tiny (learned PE, softmax)"].verdict == "reproduced"
     assert rows["conservation-breaks", "tiny (learned PE, softmax)"].verdict == "reproduced"
     assert rows["conservation-exact", "tiny (RoPE, linear attention)"].verdict == "reproduced"
@@ -155,14 +156,14 @@ def test_claims_from_csvs(tmp_path):
     assert real.verdict == "reproduced" and real.value < 0 and not real.checked_in_ci
     faith = rows["faithfulness", "t"]  # AUAC better, MoRF significantly worse (lower is better), LeRF unclear
     assert (faith.value, faith.ci_low, faith.ci_high) == (1, 1, 2) and faith.verdict == "partly"
-    caption = P.conservation_caption(tmp_path)
+    caption = PC.conservation_caption(tmp_path)
     assert "real attnlrp 0.200 -> pa-lrp 0.600" in caption and "closer to 1 in 1 " in caption
 
 
 def test_claims_builder_is_registered():
     from lrp_utils import claims
 
-    assert claims.builders()["05"] is P.claims_from_csvs and claims.captions()["05"][0] == "05_conservation.png"
+    assert claims.builders()["05"] is PC.claims_from_csvs and claims.captions()["05"][0] == "05_conservation.png"
 
 
 def test_plots_one_legend_palette_colours():
