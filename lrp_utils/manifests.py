@@ -109,7 +109,7 @@ SETS = {
         "rotten_tomatoes('test', seed=0), in that order; notebooks take its first n",
         ["01: first 500 (faithfulness), 64 (conservation), 100 ([UNK] removal); quick 8 / 8 / 4",
          "02: first 100 (MiniLM-RT faithfulness; audit: first 8); quick 6 / 4",
-         "05: first 200 as stored (MiniLM-RT budgets, profiles, faithfulness) and first 150 detokenised "
+         "05: first 200 as stored (MiniLM-RT budgets, profiles, faithfulness) and first 300 detokenised "
          "(SmolLM2-RT, detokenize); quick 8 / 8", "lrp_utils.run data 'rt-test'"],
         lambda: _rt_subset(lambda t: True)),
     "rt-test-3words": (
@@ -141,10 +141,10 @@ SETS = {
         ["04: SmolLM2 layer-wise LOO agreement (first 32; quick: first 4)"],
         lambda: _texts(_cut_last_word(data.natural_sentences(100, seed=0, max_words=12)))),
     "natural-imdb-30": (
-        "natural_sentences(200, seed=0, source='imdb', max_words=30); notebooks take its first n",
-        ["05: the first 150 (quick 7): competent_next_token_task(seed=0) cuts each before a word SmolLM2-135M "
-         "predicts top-1 (one seeded prefix per text, texts without one dropped); first 120 prefixes kept (quick 6)"],
-        lambda: _texts(data.natural_sentences(200, seed=0, source="imdb", max_words=30))),
+        "natural_sentences(250, seed=0, source='imdb', max_words=30); notebooks take its first n",
+        ["05: the first 250 (quick 7): competent_next_token_task(seed=0) cuts each before a word SmolLM2-135M "
+         "predicts top-1 (one seeded prefix per text, texts without one dropped); first 200 prefixes kept (quick 6)"],
+        lambda: _texts(data.natural_sentences(250, seed=0, source="imdb", max_words=30))),
     "keyword-03": (
         "keyword_task (length 16, vocabulary 32): train seed 0, test seed 1",
         ["03: keyword linear-attention models; quick mode draws other sizes, so other examples"],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from lrp_utils.studies import latents as S
 
@@ -60,3 +61,80 @@ def test_latent_claims_follow_the_areas_csv(tmp_path):
     got = {c.claim_id: c.verdict for c in latent_claims(tmp_path)}
     assert got == {"latent-vs-random-heads": "reproduced", "latent-vs-gradxact-heads": "contradicted",
                    "latent-vs-cp-lrp-heads": "not reproduced"}
+
+
+class _WordTokenizer:
+    """Word-level stand-in for a Hugging Face tokenizer over a tiny vocabulary (0 = padding, 1 = ".");
+    unknown words map to a word id by their length."""
+
+    pad_token_id, all_special_ids = 0, [0]
+    words = ["<pad>", ".", *[f"w{i}" for i in range(2, 50)]]
+
+    def __call__(self, texts, add_special_tokens=False, padding=False, return_tensors=None):
+        import torch
+        from transformers import BatchEncoding
+
+        if isinstance(texts, str):
+            return BatchEncoding({"input_ids": [self.words.index(w) if w in self.words else 2 + len(w) % 48
+                                                for w in texts.split()]})
+        rows = [self(t)["input_ids"] for t in texts]
+        n = max(map(len, rows))
+        ids = torch.tensor([r + [0] * (n - len(r)) for r in rows])
+        return BatchEncoding({"input_ids": ids, "attention_mask": (ids > 0).long()})
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.words[i] for i in ids]
+
+    def decode(self, ids):
+        return " ".join(self.words[i] for i in ids)
+
+
+def test_rt_batch_detokenised_picks_the_same_sentences_as_plain_text():
+    from lrp_utils.data import detokenize
+
+    tok = _WordTokenizer()
+    texts, y, ids, mask = S.rt_batch(tok, "test", 12, seed=3, max_tokens=1000)
+    dtexts, dy, _, _ = S.rt_batch(tok, "test", 12, seed=3, max_tokens=1000, detokenised=True)
+    assert dtexts == [detokenize(t) for t in texts] and dtexts != texts and (dy == y).all()
+    assert ids.shape == mask.shape and ids.shape[0] == len(y) == 12
+
+
+def test_batch_accuracy_counts_the_predicted_labels():
+    import torch
+    from archs import tiny
+
+    from lrp_utils import runner
+
+    model = tiny(task="classify", n_classes=2)
+    ids, mask = torch.randint(1, 50, (10, 7)), torch.ones(10, 7, dtype=torch.long)
+    pred = runner.predict(model, ids, mask).argmax(1)
+    assert S.batch_accuracy(model, ids, mask, pred) == 1.0 and S.batch_accuracy(model, ids, mask, 1 - pred) == 0.0
+    flip = pred.clone()
+    flip[:3] = 1 - flip[:3]
+    assert S.batch_accuracy(model, ids, mask, flip) == 0.7
+
+
+def test_competent_prompts_explain_only_next_words_the_model_gets_right(monkeypatch):
+    import torch
+    from archs import tiny
+
+    from lrp_utils import runner
+    from lrp_utils.tasks import pad
+
+    model, tok = tiny(task="causal", vocab_size=50), _WordTokenizer()
+    g = torch.Generator().manual_seed(1)
+    rows = [torch.randint(2, 50, (8,), generator=g).tolist() for _ in range(20)]
+    pred = runner.token_predictions(model, *pad(rows, 0))  # append the model's own top-1 word: right there
+    texts = [" ".join(tok.words[i] for i in r + [max(int(pred[b, 7]), 2)]) for b, r in enumerate(rows)]
+    monkeypatch.setattr(S, "natural_sentences", lambda n, seed=0, max_words=12: texts[:n])
+    task = S.competent_prompts(model, tok, 5)
+    assert len(task) == 5 and task.meta["texts"] == 10 and task.meta["texts_kept"] >= 5
+    last = task.attention_mask.sum(1) - 1
+    got = runner.token_predictions(model, task.input_ids, task.attention_mask)[torch.arange(5), last]
+    assert torch.equal(got, task.target)  # every explained next word is the model's top-1 prediction
+    monkeypatch.setattr(S, "natural_sentences", lambda n, seed=0, max_words=12: [" ".join(["."] * 9)] * n)
+    with pytest.raises(ValueError):  # punctuation never qualifies: no prompt
+        S.competent_prompts(model, tok, 3)
+    monkeypatch.setattr(S, "natural_sentences", lambda n, seed=0, max_words=12: texts[:2] + [" ".join(["."] * 9)] * (n - 2))
+    with pytest.raises(ValueError, match="need 3"):  # too few qualify
+        S.competent_prompts(model, tok, 3)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import latents, metrics
+from .. import latents, metrics, runner, tasks
 from ..adapters import get_adapter
-from ..data import natural_sentences, rotten_tomatoes
+from ..data import detokenize, natural_sentences, rotten_tomatoes
 from ..engine import explain
 from ..palette import OTHER_COLORS, method_color
 
@@ -21,21 +21,36 @@ COLORS = {"attnlrp": method_color("attnlrp"), "cp-lrp": method_color("cp-lrp"), 
 
 
 # -- inputs -----------------------------------------------------------------------------------------
-def rt_batch(tokenizer, split: str, n: int, seed: int = 0, max_tokens: int = 48):
+def rt_batch(tokenizer, split: str, n: int, seed: int = 0, max_tokens: int = 48, detokenised: bool = False):
     """``n`` Rotten Tomatoes sentences of ``split`` with at most ``max_tokens`` word pieces (seeded
-    pick): ``(texts, labels [n], input_ids [n, S], attention_mask [n, S])``, right-padded."""
-    data = [(t, y) for t, y in rotten_tomatoes(split, seed=0) if len(tokenizer(t).input_ids) <= max_tokens]
+    pick): ``(texts, labels [n], input_ids [n, S], attention_mask [n, S])``, right-padded.
+    ``detokenised``: as plain text (:func:`lrp_utils.data.detokenize`), the text SmolLM2-RT's head
+    was trained on; otherwise as stored (lower-cased, pre-tokenised), as MiniLM-RT was trained."""
+    data = rotten_tomatoes(split, seed=0)
+    if detokenised:
+        data = [(detokenize(t), y) for t, y in data]
+    data = [(t, y) for t, y in data if len(tokenizer(t).input_ids) <= max_tokens]
     pick = np.random.default_rng(seed).permutation(len(data))[:n]
     texts, labels = [data[i][0] for i in pick], torch.tensor([data[i][1] for i in pick])
     enc = tokenizer(texts, padding=True, return_tensors="pt")
     return texts, labels, enc.input_ids, enc.attention_mask
 
 
-def prompt_batch(tokenizer, n: int, seed: int = 0, max_words: int = 12):
-    """Next-token prompts: natural sentences without their last word: ``(texts, ids, mask)``."""
-    texts = [s.rsplit(" ", 1)[0] for s in natural_sentences(n, seed=seed, max_words=max_words)]
-    enc = tokenizer(texts, padding=True, return_tensors="pt")
-    return texts, enc.input_ids, enc.attention_mask
+def batch_accuracy(model, input_ids, attention_mask, labels) -> float:
+    """Share of the rows whose predicted class (read-out argmax) equals ``labels``."""
+    pred = runner.predict(model, input_ids, attention_mask).argmax(1)
+    return float((pred == labels).double().mean())
+
+
+def competent_prompts(model, tokenizer, n: int, seed: int = 0, max_words: int = 12) -> tasks.Task:
+    """``n`` next-token prompts the causal LM gets right: :func:`lrp_utils.tasks.competent_next_token_task`
+    on ``2 n`` natural sentences of 8-``max_words`` words (one prefix per sentence, cut before a word the
+    model predicts top-1), the first ``n`` kept; ``meta`` holds the counts.  Raises if fewer qualify."""
+    texts = natural_sentences(2 * n, seed=seed, max_words=max_words)
+    task = tasks.competent_next_token_task(model, tokenizer, texts, seed=seed, name="next word (model right)")
+    if len(task) < n:
+        raise ValueError(f"only {len(task)} of {len(texts)} sentences have a prefix the model gets right; need {n}")
+    return task.subset(n)
 
 
 def count_passes(model, fn) -> tuple[int, int]:
