@@ -88,13 +88,17 @@ def paired_ratio(times: dict, name: str, base: str) -> float:
 
 def saved_bytes(model, fn) -> int:
     """Bytes of the tensors autograd saves for the backward while ``fn()`` runs (each storage
-    counted once, the model's parameters excluded)."""
+    counted once, the model's parameters excluded).  Every counted storage is held until ``fn()``
+    returns, so the allocator cannot hand a freed one's address to a later tensor (which would merge
+    two storages into one count and make the total vary from call to call)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict = {}
+    held = []
 
     def pack(t):
         s = t.untyped_storage()
         if s.data_ptr() not in params:
+            held.append(s)
             seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
         return t
 
