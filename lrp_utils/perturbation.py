@@ -278,7 +278,8 @@ def paired_differences(areas: pd.DataFrame, reference: str, methods=None, by=("m
     Columns: ``by``, ``method``, ``better`` (``"higher"`` / ``"lower"``), ``mean`` (of the method),
     ``reference`` (its mean), ``diff`` = mean of ``method - reference`` on the same examples with
     a paired bootstrap interval ``low``, ``high``, ``verdict`` (which is better, or ``"no clear
-    difference"`` when the interval contains 0) and ``n``.
+    difference"`` when the interval contains 0) and ``n``.  Only the examples both have a value for
+    are compared (e.g. a costly method run on a subset): means and ``n`` count those.
     """
     rows = []
     for key, g in areas.groupby(list(by), sort=False):
@@ -286,12 +287,13 @@ def paired_differences(areas: pd.DataFrame, reference: str, methods=None, by=("m
         better = HIGHER_IS_BETTER[group["metric"]] if "metric" in group else True
         w = g.pivot(index="example", columns="method", values="value")
         for m in methods or [c for c in g["method"].unique() if c != reference]:
-            ci = metrics.paired_bootstrap(w[m], w[reference], n_boot=n_boot, seed=seed)
+            pair = w[[m, reference]].dropna()
+            ci = metrics.paired_bootstrap(pair[m], pair[reference], n_boot=n_boot, seed=seed)
             clear = ci.low > 0 or ci.high < 0
             verdict = f"{m if (ci.mean > 0) == better else reference} better" if clear else "no clear difference"
-            rows.append({**group, "method": m, "better": "higher" if better else "lower", "mean": float(w[m].mean()),
-                         "reference": float(w[reference].mean()), "diff": ci.mean, "low": ci.low, "high": ci.high,
-                         "verdict": verdict, "n": len(w)})
+            rows.append({**group, "method": m, "better": "higher" if better else "lower", "mean": float(pair[m].mean()),
+                         "reference": float(pair[reference].mean()), "diff": ci.mean, "low": ci.low, "high": ci.high,
+                         "verdict": verdict, "n": len(pair)})
     return pd.DataFrame(rows)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import claims, metrics, profiling, runner, tasks
+from .. import claims, profiling, runner, tasks
 from .. import perturbation as F
 from ..adapters import get_adapter
 from ..claims import CISide, Claim, Exact, Threshold
@@ -107,15 +107,14 @@ def paired_table(areas: pd.DataFrame, reference: str = REFERENCE, metric: str = 
     ``area(reference) - area(method)`` (positive: the reference is more faithful), its paired bootstrap
     95% interval ``low, high``, ``n`` and both means (``reference_mean``, ``method_mean``).
 
-    ``areas``: columns ``model, method, metric, example, value`` (e.g. ``02_faithfulness_areas.csv``)."""
+    ``areas``: columns ``model, method, metric, example, value`` (e.g. ``02_faithfulness_areas.csv``);
+    :func:`lrp_utils.perturbation.paired_differences` with each method as the reference."""
     rows = []
     for model, g in areas[areas.metric == metric].groupby("model", sort=False):
-        w = g.pivot(index="example", columns="method", values="value")
         for m in [c for c in g.method.unique() if c != reference]:
-            pair = w[[reference, m]].dropna()
-            ci = metrics.paired_bootstrap(pair[reference], pair[m], n_boot=n_boot, seed=seed)
-            rows.append({"model": model, "method": m, "diff": ci.mean, "low": ci.low, "high": ci.high, "n": len(pair),
-                         "reference_mean": float(pair[reference].mean()), "method_mean": float(pair[m].mean())})
+            d = F.paired_differences(g, m, [reference], ("model",), n_boot, seed).iloc[0]
+            rows.append({"model": model, "method": m, "diff": d["diff"], "low": d["low"], "high": d["high"],
+                         "n": int(d["n"]), "reference_mean": d["mean"], "method_mean": d["reference"]})
     return pd.DataFrame(rows)
 
 
@@ -224,7 +223,6 @@ def claims_from_csvs(figures) -> list:
     return _audit_claims(figures) + _faithfulness_claims(figures) + _cost_lxt_claims(figures)
 
 
-
 @claims.register_caption("02", "02_faithfulness.png")
 def faithfulness_caption(figures) -> str:
     """README caption of ``02_faithfulness.png`` from ``02_faithfulness_areas.csv``: per model, the methods
@@ -238,6 +236,7 @@ def faithfulness_caption(figures) -> str:
         parts.append(f"{model}: AttnLRP {said}")
     return ("MoRF / LeRF removal curves and AttnLRP's paired LeRF-MoRF area difference to each method "
             "(95% bootstrap intervals). " + ". ".join(parts) + ".")
+
 
 def areas_frame(results: dict) -> pd.DataFrame:
     """``{model: Faithfulness}`` -> the rows of ``02_faithfulness_areas.csv`` (``model, method, metric,
@@ -259,7 +258,6 @@ def accuracy_line(name: str, task: tasks.Task) -> str:
     """One line: how many examples and how often the model's prediction equals the label."""
     acc = tasks.accuracy(task)
     return f"{name}: {len(task)} sentences, accuracy of the explained predictions {acc:.3f} ({int(round(acc * len(task)))} right)"
-
 
 
 # --------------------------------------------------------------------------- figures

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .. import claims
+from .. import claims, perturbation
 from ..adapters import get_adapter
 from ..engine import explain
 from ..perturbation import RemovalScorer
@@ -57,8 +57,8 @@ MINILM_CSV = "01_conservation_minilm.csv"
 PAIRED_CSV = "01_faithfulness_paired.csv"
 #: the paper's methods in its order, worst to best (Ali et al. 2022, Table 2: AUAC and AU-MSE on IMDB and SST-2)
 PAPER_ORDER = ("random", "rollout", "gi", "cp-lrp-ah", "cp-lrp")
-#: which way is better per metric (AUAC: higher, AU-MSE: lower)
-HIGHER_IS_BETTER = {"AUAC": True, "AU-MSE": False}
+#: which way is better per metric of Ali et al. (AUAC: higher, AU-MSE: lower), in the paper's order
+HIGHER_IS_BETTER = {m: perturbation.HIGHER_IS_BETTER[m] for m in perturbation.PROTOCOLS["ali"]}
 
 
 def tiny_conservation(ids, mask, methods=("gi", "cp-lrp-ah", "cp-lrp"), norms=("layernorm", "none"),
@@ -90,8 +90,6 @@ def paired_table(res, pairs=None, n_boot: int = 1000, seed: int = 0) -> pd.DataF
     ``diff`` = mean of ``area(method) - area(reference)`` over the same sentences, its paired bootstrap 95%
     interval ``low, high`` and ``n``.
     """
-    from ..perturbation import paired_differences
-
     methods = list(res.areas["method"].unique())
     if pairs is None:
         pairs = [(a, b) for i, b in enumerate(PAPER_ORDER) for a in PAPER_ORDER[i + 1:]]
@@ -100,7 +98,7 @@ def paired_table(res, pairs=None, n_boot: int = 1000, seed: int = 0) -> pd.DataF
     for metric in HIGHER_IS_BETTER:
         areas = res.areas[res.areas["metric"] == metric]
         for m, ref in pairs:
-            d = paired_differences(areas, ref, [m], n_boot=n_boot, seed=seed).iloc[0]
+            d = perturbation.paired_differences(areas, ref, [m], n_boot=n_boot, seed=seed).iloc[0]
             rows.append({"metric": metric, "method": m, "reference": ref, "diff": d["diff"], "low": d["low"],
                          "high": d["high"], "n": int(d["n"])})
     return pd.DataFrame(rows)

@@ -117,31 +117,12 @@ def _offsets(layers, k: int, n: int, frac: float = 0.09) -> np.ndarray:
 def plot_layers(summary: pd.DataFrame, measure: str = "pearson", removal: str = "mask", methods=LOO_METHODS,
                 models=None):
     """Mean correlation vs layer with 95% CIs, one series per method (palette colour and marker, a
-    small x offset each), one panel per model, x ticks at the layers measured, one legend."""
-    import matplotlib.pyplot as plt
-
-    from ..palette import figure_legend, method_style
-
-    s = summary[(summary.removal == removal)].dropna(subset=[measure])
-    models = list(models or s.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.5), squeeze=False)
-    for ax, name in zip(axes[0], models):
-        g0 = s[s.model == name]
-        layers = sorted(g0.layer.unique())
-        for k, m in enumerate(methods):
-            g = g0[g0.method == m].sort_values("layer")
-            x = _offsets(g.layer, k, len(methods))
-            st = method_style(m)
-            ax.errorbar(x, g[measure], yerr=[g[measure] - g[f"{measure}_ci_low"], g[f"{measure}_ci_high"] - g[measure]],
-                        color=st["color"], marker=st["marker"], ms=4, lw=1.3, capsize=0, elinewidth=0.9, label=m,
-                        ls="--" if m in ("attnlrp-no-softmax", "attnlrp-full-value") else "-")
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xticks(layers)
-        ax.set(xlabel="layer l (0 = embeddings)", ylabel=f"mean {measure} r with layer-l LOO", title=name)
-    figure_legend(fig, list(methods))
-    fig.suptitle(f"Agreement of layer-l relevance with layer-l LOO ({removal} removal, 95% CI)", y=1.08)
-    fig.tight_layout()
-    return fig
+    small x offset each), one panel per model, x ticks at the layers measured, one legend
+    (:func:`plot_panels`; the two AttnLRP ablations dashed)."""
+    return plot_panels(summary[summary.removal == removal], measure, f"{measure}_ci_low", f"{measure}_ci_high",
+                       "method", methods, models, ylabel=f"mean {measure} r with layer-l LOO",
+                       title=f"Agreement of layer-l relevance with layer-l LOO ({removal} removal, 95% CI)",
+                       dashed=("attnlrp-no-softmax", "attnlrp-full-value"))
 
 
 def plot_panels(df: pd.DataFrame, y: str, low: str, high: str, hue: str, hue_order, models=None,

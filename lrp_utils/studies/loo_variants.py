@@ -32,7 +32,6 @@ Middle-to-late layers: ``ceil(L / 3) <= l < L`` (at ``l = L`` every correlation 
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -102,12 +101,12 @@ def compute_variant_maps(model, input_ids, attention_mask=None, methods=("gi", "
                                clock=clock)
     first = exps[methods[0]]
     n, S = input_ids.shape
+    ref = reference if reference is not None else (input_ids, mask)
     loo = {}
     for r in removals:
         m = n if r == "mask" or extra_examples is None else min(n, int(extra_examples))
         ls = layers if r == "mask" or extra_layers is None else [l for l in layers if l in set(extra_layers)]
         js = [layers.index(l) for l in ls]
-        ref = reference if reference is not None else (input_ids, mask)
         out = torch.full((len(layers), n, S, len(OUTPUTS)), float("nan"), dtype=torch.float64)
         with clock.measure(r):
             fill = hidden_means(model, *ref, ls, batch_size) if r == "mean" else None
@@ -190,7 +189,7 @@ def summarise_variants(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, pair
     rows, summ = [], []
     keys = ["model", "seed", "output", "positions", "relevance_point", "loo"]
     for key, g in df.groupby(keys, sort=False):
-        methods = [m for m in g.method.unique()]
+        methods = list(g.method.unique())
         layers = sorted(g.layer.unique())
         L = int(g.n_layers.iloc[0])
         wide = g.set_index(["example", "layer", "method"])[list(FEATURES)]
@@ -263,10 +262,6 @@ def verdict_sentence(summary: pd.DataFrame, model: str) -> str:
     vm = verdict_map(summary, model)
     part = lambda k: ", ".join(vm[k]) or "none"  # noqa: E731
     return f"{model}: holds under {part('holds')}; reversed under {part('reversed')}; no difference under {part('no difference')}"
-
-
-def _accepts(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
 
 
 def gi_ranks(table: pd.DataFrame, seed: int = 0, methods=("gi", "cp-lrp", "attnlrp")) -> pd.DataFrame:
